@@ -1,0 +1,111 @@
+"""What a module is: an argument model and a pure ``plan`` that returns changes.
+
+``plan`` does no I/O. It looks at the host's facts (and the inventory) and returns either a list of
+``Change`` objects or a ``NoOp`` with the reason nothing needs doing. Whether changes are applied is
+decided only by the executor; a module never sees a check-mode flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from provisioner.connection.base import ShellConnection
+    from provisioner.facts import HostFacts
+    from provisioner.inventory import Inventory
+
+
+class ModuleArgs(BaseModel):
+    """Base for every module's arguments: strict, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class ApplyContext:
+    host: str
+    conn: ShellConnection
+    facts: HostFacts
+    inventory: Inventory
+    # progress lines for the live display ("waiting for Consul leader ...")
+    log: Callable[[str], None] = lambda _msg: None
+
+
+@dataclass
+class Change:
+    """One thing that will change on a host.
+
+    For files, ``path``/``before``/``after`` are set and the plan shows a unified diff. ``commands`` is
+    what will run, shown in plan. ``notes`` are consequences worth a line ("restarts Docker: stops 3
+    running containers"). ``apply`` carries the change out; when it is None the executor writes
+    ``after`` to ``path`` (atomically, with ``mode``/``owner``) and then runs ``commands`` as root.
+    ``exclusive`` names a group whose changes the executor applies one host at a time; after one
+    fails, the group's changes on the remaining hosts are not applied (rolling restarts).
+    """
+
+    description: str
+    path: str | None = None
+    before: str | None = None
+    after: str | None = None
+    mode: int = 0o644
+    owner: str | None = "root:root"
+    commands: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    apply: Callable[[ApplyContext], None] | None = None
+    exclusive: str | None = None
+    # secrets that must never be printed (replaced by *** in every rendering)
+    secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NoOp:
+    reason: str
+
+
+Plan = list[Change] | NoOp
+
+
+@dataclass
+class PlanContext:
+    """What plan() may look at: this host's facts, every gathered host's facts, the inventory."""
+
+    host: str
+    facts: HostFacts
+    inventory: Inventory
+    all_facts: Mapping[str, HostFacts] = field(default_factory=dict)
+    # options from the command line (e.g. recreate_networks) that change what a plan proposes
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+A = TypeVar("A", bound=ModuleArgs)
+
+
+class Module(Generic[A]):
+    """Subclass with ``name``, ``Args`` and ``plan``; register with ``@register``."""
+
+    name: ClassVar[str]
+    Args: ClassVar[type[ModuleArgs]]
+    # a one-line summary shown by `provisioner modules` and in unknown-module errors
+    summary: ClassVar[str] = ""
+
+    def plan(self, ctx: PlanContext, args: A) -> Plan:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Module[Any]]] = {}
+
+
+def register(cls: type[Module[Any]]) -> type[Module[Any]]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Module[Any]]]:
+    # importing the package registers the built-in modules
+    import provisioner.modules  # noqa: F401
+
+    return dict(_REGISTRY)
