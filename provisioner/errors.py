@@ -79,9 +79,7 @@ class HostKeyError(ConnectError):
 class RemoteError(ProvisionerError):
     """A command on a host failed: names the host, the command, its exit code and output tail."""
 
-    def __init__(
-        self, host: str, command: str, rc: int, output: str, fix: str = "", what: str = ""
-    ) -> None:
+    def __init__(self, host: str, command: str, rc: int, output: str, fix: str = "", what: str = "") -> None:
         self.host = host
         self.command = command
         self.rc = rc

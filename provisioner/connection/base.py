@@ -74,7 +74,7 @@ def put_command(path: str, mode: int, owner: str | None) -> str:
     chown = f' && chown {q(owner)} "$t"' if owner else ""
     return (
         f"t=$(mktemp {q(path + '.prov-XXXXXX')}) || exit 1; "
-        f'trap \'rm -f "$t"\' EXIT; '
+        f"trap 'rm -f \"$t\"' EXIT; "
         f'cat > "$t" && chmod {mode:o} "$t"{chown} && sync "$t" && mv -f "$t" {q(path)} '
         f"&& trap - EXIT && sync {q(directory)}"
     )

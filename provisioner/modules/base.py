@@ -33,6 +33,11 @@ class ApplyContext:
     inventory: Inventory
     # progress lines for the live display ("waiting for Consul leader ...")
     log: Callable[[str], None] = lambda _msg: None
+    # the run's one connection to another host, and every gathered host's facts (cross-host steps)
+    connection_to: Callable[[str], ShellConnection] | None = None
+    all_facts: Mapping[str, HostFacts] = field(default_factory=dict)
+    # command-line options (e.g. recreate_networks)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,7 +71,19 @@ class NoOp:
     reason: str
 
 
-Plan = list[Change] | NoOp
+@dataclass
+class Check:
+    """A read-only action (e.g. the ping matrix): runs in apply, never counts as a change.
+
+    ``run`` returns a message for the report (e.g. the rendered matrix) or raises a ProvisionerError.
+    In plan mode the executor does not run it and reports ``description`` instead.
+    """
+
+    description: str
+    run: Callable[[ApplyContext], str]
+
+
+Plan = list[Change] | NoOp | Check
 
 
 @dataclass
@@ -94,6 +111,18 @@ class Module(Generic[A]):
 
     def plan(self, ctx: PlanContext, args: A) -> Plan:
         raise NotImplementedError
+
+    def watch(self, args: A, inventory: Inventory) -> list[str]:
+        """Files whose content, mode and owner plan() needs in the facts."""
+        return []
+
+    def probes(self, args: A) -> dict[str, str]:
+        """Named shell commands whose exit codes plan() needs (gathered with the facts)."""
+        return {}
+
+    def describe(self, args: A) -> str:
+        """Default task name when the playbook gives none."""
+        return self.name
 
 
 _REGISTRY: dict[str, type[Module[Any]]] = {}

@@ -1,0 +1,317 @@
+"""The command line: parse, call the engine, render, exit with the contract's code.
+
+Exit codes: 0 success / in sync; 1 a host failed or was unreachable; 2 invalid input (nothing was
+contacted); 3 ``plan`` found changes pending. Heavy libraries (paramiko, docker, consul) are imported
+only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from provisioner import __version__
+from provisioner.errors import (
+    EXIT_CHANGES_PENDING,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    ProvisionerError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from provisioner.engine.results import RunReport
+    from provisioner.inventory import Inventory
+    from provisioner.playbook import Playbook
+
+app = typer.Typer(
+    name="provisioner",
+    help="Declarative provisioner for multi-host Docker networking (Consul/etcd store, overlay networks).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class Output(StrEnum):
+    human = "human"
+    json = "json"
+
+
+InventoryOpt = Annotated[
+    Path, typer.Option("--inventory", "-i", help="inventory file (YAML, inventory v1)", show_default=False)
+]
+LimitOpt = Annotated[
+    str | None, typer.Option("--limit", "-l", help="only these hosts/groups (comma separated, !x excludes)")
+]
+ForksOpt = Annotated[int, typer.Option("--forks", "-f", min=1, help="hosts worked on in parallel")]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="human or json (the JSON report)")]
+JunitOpt = Annotated[Path | None, typer.Option("--junit", help="also write JUnit XML to this file")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"provisioner {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Declarative provisioner for multi-host Docker networking."""
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False)
+
+
+def _load(inventory: Path, playbook: Path | None) -> tuple[Inventory, Playbook | None]:
+    from provisioner.inventory import load_inventory
+
+    inv = load_inventory(inventory)
+    pb = None
+    if playbook is not None:
+        from provisioner.playbook import load_playbook
+
+        pb = load_playbook(playbook, inv)
+    return inv, pb
+
+
+def _limit(inv: Inventory, limit: str | None) -> list[str] | None:
+    if limit is None:
+        return None
+    try:
+        return inv.resolve_pattern(limit)
+    except ValueError as e:
+        raise UsageError(f"--limit {limit!r}: {e}") from e
+
+
+def _finish(report: RunReport, output: Output, junit: Path | None, *, plan: bool) -> int:
+    from provisioner import report as render
+
+    if junit is not None:
+        render.write_junit(report, junit)
+    if output is Output.json:
+        print(render.to_json(report))
+    else:
+        render.recap(_console(), report)
+    if not report.ok:
+        return EXIT_FAILED
+    if plan and report.changed:
+        return EXIT_CHANGES_PENDING
+    return EXIT_OK
+
+
+def _run_playbook(
+    inventory: Path,
+    playbook: Path,
+    *,
+    check: bool,
+    limit: str | None,
+    forks: int,
+    output: Output,
+    junit: Path | None,
+    options: dict[str, Any],
+) -> int:
+    from provisioner.connect import ssh_connector
+    from provisioner.engine.executor import Executor
+    from provisioner.report import LiveEvents
+
+    inv, pb = _load(inventory, playbook)
+    assert pb is not None
+    hosts = _limit(inv, limit)
+    events = LiveEvents(_console(stderr=output is Output.json), show_diff=check or bool(options.get("diff")))
+    ex = Executor(inv, ssh_connector(inv), check=check, forks=forks, limit=hosts, options=options, events=events)
+    report = ex.run(pb)
+    return _finish(report, output, junit, plan=check)
+
+
+def _guard(fn: Any, *args: Any, **kwargs: Any) -> None:
+    """Run a command body; turn our errors into a message and the contract's exit code."""
+    try:
+        code = fn(*args, **kwargs)
+    except ProvisionerError as e:
+        _console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        _console(stderr=True).print("interrupted")
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception:
+        # a bug, not a user mistake: keep the traceback, it is what a bug report needs
+        traceback.print_exc()
+        print("internal error: this is a bug in provisioner; please report it with the output above", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED) from None
+    raise typer.Exit(code or EXIT_OK)
+
+
+@app.command()
+def validate(
+    inventory: InventoryOpt,
+    playbook: Annotated[Path | None, typer.Argument(help="playbook to validate as well")] = None,
+) -> None:
+    """Validate an inventory (and a playbook); contacts no host. Exit 2 on any problem."""
+
+    def body() -> int:
+        inv, pb = _load(inventory, playbook)
+        what = f"{inventory}: {len(inv.hosts)} hosts, {len(inv.networks)} networks"
+        if pb is not None:
+            what += f"; {playbook}: {len(pb.plays)} plays, {sum(len(p.tasks) for p in pb.plays)} tasks"
+        _console().print(f"valid: {what}")
+        return EXIT_OK
+
+    _guard(body)
+
+
+@app.command()
+def plan(
+    inventory: InventoryOpt,
+    playbook: Annotated[Path, typer.Argument(help="playbook to plan")],
+    limit: LimitOpt = None,
+    forks: ForksOpt = 50,
+    output: OutputOpt = Output.human,
+    junit: JunitOpt = None,
+    recreate_networks: Annotated[
+        bool, typer.Option("--recreate-networks", help="plan recreating networks whose settings drifted")
+    ] = False,
+) -> None:
+    """Dry run: per-host diffs and planned actions; changes nothing. Exit 3 when changes are pending."""
+    _guard(
+        _run_playbook,
+        inventory,
+        playbook,
+        check=True,
+        limit=limit,
+        forks=forks,
+        output=output,
+        junit=junit,
+        options={"recreate_networks": recreate_networks},
+    )
+
+
+@app.command()
+def apply(
+    inventory: InventoryOpt,
+    playbook: Annotated[Path, typer.Argument(help="playbook to apply")],
+    limit: LimitOpt = None,
+    forks: ForksOpt = 50,
+    output: OutputOpt = Output.human,
+    junit: JunitOpt = None,
+    diff: Annotated[bool, typer.Option("--diff", help="show file diffs while applying")] = False,
+    recreate_networks: Annotated[
+        bool,
+        typer.Option("--recreate-networks", help="recreate networks whose settings drifted (disconnects containers)"),
+    ] = False,
+) -> None:
+    """Converge the hosts to the playbook. Exit 1 when a host failed or was unreachable."""
+    _guard(
+        _run_playbook,
+        inventory,
+        playbook,
+        check=False,
+        limit=limit,
+        forks=forks,
+        output=output,
+        junit=junit,
+        options={"recreate_networks": recreate_networks, "diff": diff},
+    )
+
+
+@app.command()
+def facts(
+    inventory: InventoryOpt,
+    limit: LimitOpt = None,
+    forks: ForksOpt = 50,
+    output: OutputOpt = Output.human,
+) -> None:
+    """What each host runs: OS, Docker version and build, cluster store, swarm state, networks."""
+
+    def body() -> int:
+        import json
+        from concurrent.futures import ThreadPoolExecutor
+
+        from rich.table import Table
+
+        from provisioner.connect import ssh_connector
+        from provisioner.facts import HostFacts, gather
+
+        inv, _ = _load(inventory, None)
+        hosts = _limit(inv, limit) or list(inv.hosts)
+        connect = ssh_connector(inv)
+
+        def one(host: str) -> HostFacts | str:
+            try:
+                conn = connect(host)
+                try:
+                    return gather(conn, files=[inv.docker.dropin, inv.docker.daemon_json], dropin=inv.docker.dropin)
+                finally:
+                    conn.close()
+            except ProvisionerError as e:
+                return str(e)
+
+        with ThreadPoolExecutor(max_workers=forks) as pool:
+            gathered = dict(zip(hosts, pool.map(one, hosts), strict=True))
+        if output is Output.json:
+            print(
+                json.dumps(
+                    {h: (f.model_dump() if isinstance(f, HostFacts) else {"error": f}) for h, f in gathered.items()},
+                    indent=2,
+                )
+            )
+        else:
+            table = Table(title="facts")
+            for col in ("host", "os", "docker", "package", "state", "cluster store", "advertise", "swarm", "networks"):
+                table.add_column(col)
+            for h, f in gathered.items():
+                if isinstance(f, str):
+                    table.add_row(h, f"[red]{f}[/]", *[""] * 7)
+                    continue
+                d = f.docker
+                table.add_row(
+                    h,
+                    f.os.pretty_name or f.os.id,
+                    d.server_version or "-",
+                    f"{d.package} {d.package_version}" if d.package else "-",
+                    d.state,
+                    d.cluster_store or "-",
+                    d.cluster_advertise or "-",
+                    d.swarm_state,
+                    ", ".join(n.name for n in d.networks if n.driver not in ("null", "host")) or "-",
+                )
+            _console().print(table)
+        return EXIT_FAILED if any(isinstance(f, str) for f in gathered.values()) else EXIT_OK
+
+    _guard(body)
+
+
+def _mount_optional() -> None:
+    """Sub-apps and commands that live in their own modules (kept importable without them)."""
+    try:
+        from provisioner.lab.cli import app as lab_app
+    except ImportError:  # pragma: no cover - lab not installed in a trimmed build
+        return
+    app.add_typer(lab_app, name="lab", help="The local lab: real systemd hosts with sshd and dockerd, on this machine.")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code
+        # click reports usage errors with exit 2 already; keep the contract's codes as they are
+        sys.exit(code if isinstance(code, int) else (EXIT_INVALID if code else EXIT_OK))

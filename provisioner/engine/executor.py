@@ -1,0 +1,378 @@
+"""The executor: the one place that decides whether planned changes are applied.
+
+Strategy (Ansible's "linear"): for each play, hosts are split into ``serial`` batches; within a batch
+each task runs on all hosts in parallel (bounded by ``forks``) before the next task starts. Each host
+gets exactly one connection for the whole run, and facts are gathered in one round trip, again only
+after a task changed that host. Handlers run once at the end of the play on hosts where a notifying
+task changed something.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from provisioner.connection.base import ShellConnection
+from provisioner.engine.results import RunReport, Status, TaskResult
+from provisioner.errors import ConnectError, ProvisionerError
+from provisioner.facts import HostFacts, gather
+from provisioner.modules.base import ApplyContext, Change, Check, Module, NoOp, PlanContext, registry
+
+if TYPE_CHECKING:
+    from provisioner.inventory import Inventory
+    from provisioner.playbook import Play, Playbook, Task
+
+Connector = Callable[[str], ShellConnection]
+
+
+class Events(Protocol):
+    """What the live display is told. All methods may be called from worker threads."""
+
+    def play_start(self, play: str, hosts: Sequence[str]) -> None: ...
+    def task_start(self, play: str, task: str, hosts: Sequence[str]) -> None: ...
+    def host_result(self, result: TaskResult, check: bool) -> None: ...
+    def log(self, host: str, message: str) -> None: ...
+
+
+class NullEvents:
+    def play_start(self, play: str, hosts: Sequence[str]) -> None:
+        pass
+
+    def task_start(self, play: str, task: str, hosts: Sequence[str]) -> None:
+        pass
+
+    def host_result(self, result: TaskResult, check: bool) -> None:
+        pass
+
+    def log(self, host: str, message: str) -> None:
+        pass
+
+
+@dataclass
+class _HostState:
+    conn: ShellConnection | None = None
+    facts: HostFacts | None = None
+    stale: bool = True
+    dead: bool = False  # failed or unreachable: no further tasks this run
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def batches(hosts: Sequence[str], serial: int | str | None) -> list[list[str]]:
+    if not serial or not hosts:
+        return [list(hosts)]
+    if isinstance(serial, str) and serial.endswith("%"):
+        size = max(1, math.floor(len(hosts) * float(serial[:-1]) / 100))
+    else:
+        size = max(1, int(serial))
+    return [list(hosts[i : i + size]) for i in range(0, len(hosts), size)]
+
+
+class Executor:
+    def __init__(
+        self,
+        inventory: Inventory,
+        connector: Connector,
+        *,
+        check: bool,
+        forks: int = 50,
+        limit: Iterable[str] | None = None,
+        options: Mapping[str, Any] | None = None,
+        events: Events | None = None,
+        mode: str | None = None,
+    ) -> None:
+        self.inventory = inventory
+        self.connector = connector
+        self.check = check
+        self.forks = max(1, forks)
+        self.limit = set(limit) if limit is not None else None
+        self.options = dict(options or {})
+        self.events: Events = events or NullEvents()
+        self.report = RunReport(mode=mode or ("plan" if check else "apply"))  # type: ignore[arg-type]
+        self._hosts: dict[str, _HostState] = {}
+        self._modules: dict[str, Module[Any]] = {n: cls() for n, cls in registry().items()}
+        self._watch: dict[str, set[str]] = {}
+        self._probes: dict[str, dict[str, str]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=self.forks, thread_name_prefix="host")
+
+    # ---- connections and facts -------------------------------------------------------------
+
+    def _state(self, host: str) -> _HostState:
+        if host not in self._hosts:
+            self._hosts[host] = _HostState()
+        return self._hosts[host]
+
+    def _mark_unreachable(self, host: str, reason: str) -> None:
+        hr = self.report.host(host)
+        hr.unreachable = True
+        hr.unreachable_reason = reason
+        self._state(host).dead = True
+
+    def connection(self, host: str) -> ShellConnection:
+        """The host's one connection for this run (opened on first use)."""
+        st = self._state(host)
+        with st.lock:
+            if st.conn is None:
+                st.conn = self.connector(host)
+            return st.conn
+
+    def facts(self, host: str) -> HostFacts:
+        st = self._state(host)
+        if st.facts is None or st.stale:
+            conn = self.connection(host)
+            st.facts = gather(
+                conn,
+                files=sorted(self._watch.get(host, set()) | self._always_watched()),
+                probes=self._probes.get(host, {}),
+                dropin=self.inventory.docker.dropin,
+            )
+            st.stale = False
+        return st.facts
+
+    def _always_watched(self) -> set[str]:
+        return {self.inventory.docker.dropin, self.inventory.docker.daemon_json}
+
+    def _prepare(self, host: str) -> bool:
+        """Connect and gather facts; False (and reported) when the host is unreachable or broken."""
+        st = self._state(host)
+        if st.dead:
+            return False
+        try:
+            self.facts(host)
+            return True
+        except ConnectError as e:
+            self._mark_unreachable(host, str(e))
+        except ProvisionerError as e:
+            self._record(TaskResult("", "gather facts", "facts", host, "failed", str(e)))
+            st.dead = True
+        return False
+
+    def _register_watches(self, plays: Sequence[Play]) -> None:
+        """Collect, per host, every file and probe any task will need, so one round trip gets all."""
+        for play in plays:
+            for task in [*play.tasks, *play.handlers]:
+                mod = self._modules[task.module]
+                for host in play.hosts:
+                    self._watch.setdefault(host, set()).update(mod.watch(task.args, self.inventory))
+                    self._probes.setdefault(host, {}).update(mod.probes(task.args))
+
+    # ---- running ---------------------------------------------------------------------------
+
+    def _record(self, result: TaskResult) -> None:
+        self.report.host(result.host).results.append(result)
+        self.events.host_result(result, self.check)
+
+    def run(self, playbook: Playbook) -> RunReport:
+        start = time.monotonic()
+        try:
+            self._register_watches(playbook.plays)
+            for play in playbook.plays:
+                if not self.run_play(play):
+                    break
+        finally:
+            self.report.duration = time.monotonic() - start
+            self.close()
+        return self.report
+
+    def close(self) -> None:
+        for name, st in self._hosts.items():
+            if st.conn is not None:
+                self.report.connections[name] = {
+                    "connects": st.conn.stats.connects,
+                    "round_trips": st.conn.stats.round_trips,
+                }
+                # closing must never mask the run's result
+                with contextlib.suppress(Exception):
+                    st.conn.close()
+                st.conn = None
+        self._pool.shutdown(wait=True)
+
+    def _map(self, fn: Callable[[str], Any], hosts: Sequence[str]) -> list[Any]:
+        return list(self._pool.map(fn, hosts))
+
+    def run_play(self, play: Play) -> bool:
+        """Run one play; False when the run must stop (any_errors_fatal / max_fail_percentage)."""
+        hosts = [h for h in play.hosts if self.limit is None or h in self.limit]
+        for h in hosts:
+            self.report.host(h)
+        self.events.play_start(play.name, hosts)
+        for batch in batches(hosts, play.serial):
+            live = [h for h, ok in zip(batch, self._map(self._prepare, batch), strict=True) if ok]
+            notified: dict[str, set[str]] = {}
+            for task in play.tasks:
+                live = [h for h in live if not self._state(h).dead]
+                if not live:
+                    break
+                targets = live[:1] if task.run_once else live
+                self.events.task_start(play.name, task.name, targets)
+                results = self.run_task(play, task, targets)
+                for r in results:
+                    if r.status == "changed":
+                        for handler in task.notify:
+                            notified.setdefault(handler, set()).add(r.host)
+                if not self._within_failure_budget(play, batch):
+                    return False
+            for handler in play.handlers:
+                targets = [h for h in live if h in notified.get(handler.name, set()) and not self._state(h).dead]
+                if targets:
+                    self.events.task_start(play.name, f"handler: {handler.name}", targets)
+                    self.run_task(play, handler, targets)
+            if not self._within_failure_budget(play, batch):
+                return False
+        return True
+
+    def _within_failure_budget(self, play: Play, batch: Sequence[str]) -> bool:
+        dead = sum(1 for h in batch if self._state(h).dead)
+        if dead and play.any_errors_fatal:
+            self.report.error = f"play {play.name!r}: stopped because a host failed and any_errors_fatal is set"
+            return False
+        if play.max_fail_percentage is not None and batch:
+            pct = 100.0 * dead / len(batch)
+            if pct > play.max_fail_percentage:
+                self.report.error = (
+                    f"play {play.name!r}: {pct:.0f}% of hosts failed, more than max_fail_percentage "
+                    f"{play.max_fail_percentage:g}%"
+                )
+                return False
+        return True
+
+    def run_task(self, play: Play, task: Task, hosts: Sequence[str]) -> list[TaskResult]:
+        planned: list[tuple[str, list[Change] | Check | TaskResult]] = list(
+            zip(hosts, self._map(lambda h: self._plan(play, task, h), hosts), strict=True)
+        )
+        results: dict[str, TaskResult] = {}
+        to_apply: list[tuple[str, list[Change]]] = []
+        for host, p in planned:
+            if isinstance(p, TaskResult):
+                results[host] = p
+            elif isinstance(p, Check):
+                results[host] = self._check(play, task, host, p)
+            elif self.check:
+                results[host] = TaskResult(play.name, task.name, task.module, host, "changed", "", p)
+            else:
+                to_apply.append((host, p))
+        exclusive = [(h, c) for h, c in to_apply if any(ch.exclusive for ch in c)]
+        parallel = [(h, c) for h, c in to_apply if not any(ch.exclusive for ch in c)]
+        for (host, _), res in zip(
+            parallel, self._map(lambda hc: self._apply(play, task, hc[0], hc[1]), parallel), strict=True
+        ):
+            results[host] = res
+        # exclusive changes (rolling restarts): one host at a time, in inventory order; stop at the first failure
+        failed_at: str | None = None
+        for host, changes in exclusive:
+            if failed_at is not None:
+                msg = f"not applied: {failed_at} failed first (changes in this task stop at the first failure)"
+                results[host] = TaskResult(play.name, task.name, task.module, host, "failed", msg, changes)
+                self._state(host).dead = True
+                continue
+            results[host] = self._apply(play, task, host, changes)
+            if results[host].status in ("failed", "unreachable"):
+                failed_at = host
+        ordered = [results[h] for h in hosts if h in results]
+        for r in ordered:
+            if r.status != "unreachable":
+                self._record(r)
+            if r.status == "failed":
+                self._state(r.host).dead = True
+        return ordered
+
+    def _context(self, host: str) -> ApplyContext:
+        st = self._state(host)
+        assert st.facts is not None
+        return ApplyContext(
+            host=host,
+            conn=self.connection(host),
+            facts=st.facts,
+            inventory=self.inventory,
+            log=lambda msg: self.events.log(host, msg),
+            connection_to=self.connection,
+            all_facts={h: s.facts for h, s in self._hosts.items() if s.facts is not None},
+            options=self.options,
+        )
+
+    def _check(self, play: Play, task: Task, host: str, check: Check) -> TaskResult:
+        t0 = time.monotonic()
+        if self.check:
+            return TaskResult(play.name, task.name, task.module, host, "ok", f"not run in plan: {check.description}")
+        try:
+            status: Status = "ok"
+            message = check.run(self._context(host))
+        except ConnectError as e:
+            self._mark_unreachable(host, str(e))
+            status, message = "unreachable", str(e)
+        except ProvisionerError as e:
+            status, message = "failed", str(e)
+        except Exception as e:
+            status, message = "failed", f"internal error in module {task.module}: {type(e).__name__}: {e}"
+        return TaskResult(play.name, task.name, task.module, host, status, message, [], time.monotonic() - t0)
+
+    def _plan(self, play: Play, task: Task, host: str) -> list[Change] | Check | TaskResult:
+        t0 = time.monotonic()
+
+        def result(status: Status, message: str = "") -> TaskResult:
+            return TaskResult(play.name, task.name, task.module, host, status, message, [], time.monotonic() - t0)
+
+        try:
+            facts = self.facts(host)
+            if task.when:
+                from provisioner.when import parse
+
+                if not parse(task.when).evaluate(facts.model_dump()):
+                    return result("skipped", f"when: {task.when} is false")
+            ctx = PlanContext(
+                host=host,
+                facts=facts,
+                inventory=self.inventory,
+                all_facts={h: s.facts for h, s in self._hosts.items() if s.facts is not None},
+                options=self.options,
+            )
+            plan = self._modules[task.module].plan(ctx, task.args)
+        except ConnectError as e:
+            self._mark_unreachable(host, str(e))
+            return result("unreachable", str(e))
+        except ProvisionerError as e:
+            return result("failed", str(e))
+        except Exception as e:
+            return result("failed", f"internal error in module {task.module}: {type(e).__name__}: {e}")
+        if isinstance(plan, NoOp):
+            return result("ok", plan.reason)
+        if not plan:
+            return result("ok", "nothing to do")
+        return plan
+
+    def _apply(self, play: Play, task: Task, host: str, changes: list[Change]) -> TaskResult:
+        t0 = time.monotonic()
+        st = self._state(host)
+        ctx = self._context(host)
+        done: list[Change] = []
+        try:
+            for change in changes:
+                apply_change(ctx, change)
+                done.append(change)
+            status: Status = "changed"
+            message = ""
+        except ConnectError as e:
+            self._mark_unreachable(host, str(e))
+            status, message = "unreachable", str(e)
+        except ProvisionerError as e:
+            status, message = "failed", str(e)
+        except Exception as e:
+            status, message = "failed", f"internal error in module {task.module}: {type(e).__name__}: {e}"
+        finally:
+            st.stale = True
+        return TaskResult(play.name, task.name, task.module, host, status, message, changes, time.monotonic() - t0)
+
+
+def apply_change(ctx: ApplyContext, change: Change) -> None:
+    if change.apply is not None:
+        change.apply(ctx)
+        return
+    if change.path is not None and change.after is not None:
+        ctx.conn.put(change.after.encode(), change.path, mode=change.mode, owner=change.owner)
+    for cmd in change.commands:
+        ctx.conn.check(cmd, what=change.description)

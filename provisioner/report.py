@@ -1,0 +1,142 @@
+"""Rendering a run: live progress lines, coloured diffs, the recap table, JSON and JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from provisioner.engine.results import RunReport, TaskResult, redact, unified_diff
+
+_STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "cyan", "unreachable": "bold red"}
+
+
+class LiveEvents:
+    """Prints one line per host and task as results arrive (thread safe)."""
+
+    def __init__(self, console: Console, *, show_diff: bool, verbose: bool = False) -> None:
+        self.console = console
+        self.show_diff = show_diff
+        self.verbose = verbose
+        self._lock = threading.Lock()
+
+    def play_start(self, play: str, hosts: Sequence[str]) -> None:
+        with self._lock:
+            self.console.rule(Text(f"PLAY {play}  [{', '.join(hosts) or 'no hosts'}]", style="bold"))
+
+    def task_start(self, play: str, task: str, hosts: Sequence[str]) -> None:
+        with self._lock:
+            self.console.print(Text(f"TASK {task}", style="bold"))
+
+    def host_result(self, result: TaskResult, check: bool) -> None:
+        label = "would change" if check and result.status == "changed" else result.status
+        with self._lock:
+            line = Text("  ")
+            line.append(f"{label:<12}", style=_STYLE.get(result.status, ""))
+            line.append(f" {result.host}")
+            if result.message and (result.status != "ok" or self.verbose):
+                first, *rest = result.message.splitlines()
+                line.append(f"  {first}", style="dim" if result.status in ("ok", "skipped") else "")
+                for extra in rest:
+                    line.append(f"\n      {extra}")
+            self.console.print(line)
+            for change in result.changes:
+                self.console.print(Text(f"      - {redact(change.description, change.secrets)}"))
+                for note in change.notes:
+                    self.console.print(Text(f"          ! {redact(note, change.secrets)}", style="magenta"))
+                if self.show_diff:
+                    for cmd in change.commands:
+                        self.console.print(Text(f"          $ {redact(cmd, change.secrets)}", style="dim"))
+                    diff = unified_diff(change)
+                    if diff:
+                        self.console.print(render_diff(diff, indent="          "))
+
+    def log(self, host: str, message: str) -> None:
+        with self._lock:
+            self.console.print(Text(f"    ... {host}: {message}", style="dim"))
+
+
+def render_diff(diff: str, indent: str = "") -> Text:
+    out = Text()
+    for line in diff.splitlines():
+        style = ""
+        if line.startswith(("+++", "---")):
+            style = "bold"
+        elif line.startswith("+"):
+            style = "green"
+        elif line.startswith("-"):
+            style = "red"
+        elif line.startswith("@@"):
+            style = "cyan"
+        out.append(indent + line + "\n", style=style)
+    out.rstrip()
+    return out
+
+
+def recap(console: Console, report: RunReport) -> None:
+    table = Table(title="RECAP" + (" (plan: nothing was changed)" if report.mode == "plan" else ""))
+    table.add_column("host")
+    table.add_column("ok", justify="right", style="green")
+    table.add_column("changed" if report.mode != "plan" else "would change", justify="right", style="yellow")
+    table.add_column("failed", justify="right", style="red")
+    table.add_column("skipped", justify="right", style="cyan")
+    table.add_column("unreachable", justify="right", style="red")
+    for name, h in report.hosts.items():
+        table.add_row(
+            name,
+            str(h.count("ok")),
+            str(h.changed),
+            str(h.failed),
+            str(h.count("skipped")),
+            "yes" if h.unreachable else "0",
+        )
+    console.print(table)
+    for name, h in report.hosts.items():
+        if h.unreachable:
+            console.print(Text(f"UNREACHABLE {h.unreachable_reason or name}", style="bold red"))
+        for r in h.results:
+            if r.status == "failed":
+                console.print(Text(f"FAILED {name} [{r.task}]: {r.message}", style="red"))
+    if report.error:
+        console.print(Text(f"STOPPED: {report.error}", style="bold red"))
+    console.print(Text(f"{report.mode} finished in {report.duration:.2f}s", style="dim"))
+
+
+def to_json(report: RunReport) -> str:
+    return json.dumps(report.to_json(), indent=2, sort_keys=False)
+
+
+def write_junit(report: RunReport, path: Path) -> None:
+    """JUnit XML: one test suite per host, one test case per task on that host."""
+    suites = ET.Element("testsuites", name=f"provisioner {report.mode}")
+    for name, h in report.hosts.items():
+        failures = h.failed + (1 if h.unreachable else 0)
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=name,
+            tests=str(len(h.results) + (1 if h.unreachable else 0)),
+            failures=str(failures),
+            skipped=str(h.count("skipped")),
+            time=f"{sum(r.duration for r in h.results):.3f}",
+        )
+        if h.unreachable:
+            case = ET.SubElement(suite, "testcase", classname=name, name="connect")
+            ET.SubElement(case, "failure", message="unreachable").text = h.unreachable_reason
+        for r in h.results:
+            case = ET.SubElement(suite, "testcase", classname=f"{name}.{r.play}", name=r.task, time=f"{r.duration:.3f}")
+            if r.status == "failed":
+                ET.SubElement(case, "failure", message=(r.message.splitlines() or ["failed"])[0]).text = r.message
+            elif r.status == "skipped":
+                ET.SubElement(case, "skipped", message=r.message)
+            elif r.status == "changed":
+                out = ET.SubElement(case, "system-out")
+                out.text = "\n".join(redact(c.description, c.secrets) for c in r.changes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
