@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import json
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -129,7 +129,9 @@ class HostFacts(BaseModel):
         return (v4 or iface.addresses or [None])[0]
 
 
-def _script(files: Iterable[str], probes: Mapping[str, str]) -> str:
+def _script(files: list[str], probes: Mapping[str, str]) -> str:
+    """The facts script. Watched files and probes get numbered sections (``file:0``, ``probe:0``):
+    paths and probe names never appear in marker lines, so nothing in them needs escaping there."""
     lines = [
         f"m={MARK}",
         'sec() { printf "\\n%s %s\\n" "$m" "$1"; }',
@@ -153,12 +155,11 @@ def _script(files: Iterable[str], probes: Mapping[str, str]) -> str:
         'sec containers; ids=$($D ps -aq 2>/dev/null); [ -n "$ids" ] && $D inspect $ids',
         "sec images; $D images --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}' 2>/dev/null",
     ]
-    for path in files:
-        lines.append(
-            f"sec file:{path}; if [ -e {q(path)} ]; then stat -c '%a %U:%G' {q(path)}; base64 -w0 {q(path)}; fi"
-        )
-    for name, cmd in probes.items():
-        lines.append(f"sec probe:{name}; ( {cmd} ) >/dev/null 2>&1; echo $?")
+    for i, path in enumerate(files):
+        lines.append(f"sec file:{i}; if [ -e {q(path)} ]; then stat -c '%a %U:%G' {q(path)}; base64 -w0 {q(path)}; fi")
+    for i, cmd in enumerate(probes.values()):
+        # the probe runs in a subshell with no stdin so it cannot eat the rest of this script
+        lines.append(f"sec probe:{i}; ( {cmd} ) </dev/null >/dev/null 2>&1; echo $?")
     return "\n".join(lines) + "\n"
 
 
@@ -229,7 +230,14 @@ def _parse_unit_files(text: str) -> dict[str, str]:
     return files
 
 
-def parse_facts(host: str, output: str, dropin: str | None = None) -> HostFacts:
+def parse_facts(
+    host: str,
+    output: str,
+    dropin: str | None = None,
+    files: Sequence[str] = (),
+    probes: Sequence[str] = (),
+) -> HostFacts:
+    """Parse the facts script's output; ``files``/``probes`` name the numbered sections, in order."""
     s = _sections(output)
     facts = HostFacts(host=host)
     osr: dict[str, str] = {}
@@ -328,12 +336,11 @@ def parse_facts(host: str, output: str, dropin: str | None = None) -> HostFacts:
         if len(parts) == 2 and not parts[0].startswith("<none>"):
             d.images[parts[0]] = parts[1]
     facts.docker = d
-    for key, body in s.items():
-        if key.startswith("file:"):
-            facts.files[key[5:]] = _file_fact(body)
-        elif key.startswith("probe:"):
-            rc = body.strip().splitlines()[-1:] if body.strip() else []
-            facts.probes[key[6:]] = int(rc[0]) if rc and rc[0].isdigit() else 255
+    for i, path in enumerate(files):
+        facts.files[path] = _file_fact(s.get(f"file:{i}", ""))
+    for i, name in enumerate(probes):
+        rc = s.get(f"probe:{i}", "").strip().splitlines()[-1:]
+        facts.probes[name] = int(rc[0]) if rc and rc[0].isdigit() else 255
     return facts
 
 
@@ -368,7 +375,9 @@ def gather(
 ) -> HostFacts:
     """Gather facts in one round trip. ``files`` are read (content, mode, owner); ``probes`` are
     shell commands whose exit codes become ``facts.probes`` (used by guards such as ``unless``)."""
-    script = _script(dict.fromkeys(files), probes or {})
+    paths = list(dict.fromkeys(files))
+    probes = dict(probes or {})
+    script = _script(paths, probes)
     res = conn.run("sh -s", sudo=True, stdin=script.encode(), timeout=120)
     if MARK not in res.stdout:
         raise RemoteError(
@@ -379,4 +388,4 @@ def gather(
             what="could not gather facts",
             fix="the host needs a POSIX sh; as a non-root user it needs passwordless sudo",
         )
-    return parse_facts(conn.host, res.stdout, dropin=dropin)
+    return parse_facts(conn.host, res.stdout, dropin=dropin, files=paths, probes=list(probes))

@@ -27,6 +27,9 @@ def test_gather_runs_one_round_trip_in_a_real_shell(tmp_path: Path) -> None:
     assert facts.file(str(f)).mode == "640"
     assert not facts.file(str(tmp_path / "missing")).exists
     assert facts.probes == {"yes": 0, "no": 1}
+    weird = tmp_path / "a;b $(x)"
+    weird.write_text("x")
+    assert gather(conn, files=[str(weird)]).file(str(weird)).content == "x"
     assert facts.os.id  # /etc/os-release exists on the test machine
     assert "lo" in facts.interfaces and "127.0.0.1" in facts.interfaces["lo"].addresses
 
