@@ -126,7 +126,8 @@ class HostFacts(BaseModel):
         if iface is None:
             return None
         v4 = [a for a in iface.addresses if ":" not in a]
-        return (v4 or iface.addresses or [None])[0]
+        found = v4 or iface.addresses
+        return found[0] if found else None
 
 
 def _script(files: list[str], probes: Mapping[str, str]) -> str:

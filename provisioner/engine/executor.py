@@ -192,8 +192,8 @@ class Executor:
                 st.conn = None
         self._pool.shutdown(wait=True)
 
-    def _map(self, fn: Callable[[str], Any], hosts: Sequence[str]) -> list[Any]:
-        return list(self._pool.map(fn, hosts))
+    def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        return list(self._pool.map(fn, items))
 
     def run_play(self, play: Play) -> bool:
         """Run one play; False when the run must stop (any_errors_fatal / max_fail_percentage)."""
@@ -213,8 +213,8 @@ class Executor:
                 results = self.run_task(play, task, targets)
                 for r in results:
                     if r.status == "changed":
-                        for handler in task.notify:
-                            notified.setdefault(handler, set()).add(r.host)
+                        for name in task.notify:
+                            notified.setdefault(name, set()).add(r.host)
                 if not self._within_failure_budget(play, batch):
                     return False
             for handler in play.handlers:
