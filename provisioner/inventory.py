@@ -1,0 +1,587 @@
+"""Inventory v1: which hosts, how to reach them, the key-value store, Docker settings, networks.
+
+``load_inventory(path)`` reads a YAML file and returns a validated, frozen :class:`Inventory`, or raises
+:class:`~provisioner.errors.InputError` listing every problem with file:line:col, field and fix.
+
+Names of hosts, groups, networks and interfaces are restricted to safe characters because they end up
+in shell commands and Docker object names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import ipaddress
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from provisioner.errors import InputError
+from provisioner.yamlsrc import invalid, load_yaml, many_invalid, problems_from_validation, require_type
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_IFACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+_REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
+
+KV_DEFAULT_PORTS = {"consul": 8500, "etcd": 2379, "zookeeper": 2181}
+KV_DEFAULT_IMAGES = {
+    "consul": "hashicorp/consul:1.15",
+    "etcd": "quay.io/coreos/etcd:v3.5.9",
+    "zookeeper": "zookeeper:3.8",
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# field types
+
+
+def _safe_name(kind: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if not isinstance(v, str):
+            raise invalid(f"{kind} name must be text, got {v!r}", f"quote the {kind} name")
+        if not _SAFE_NAME.match(v):
+            cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", v).strip("-._")[:63] or "name1"
+            raise invalid(
+                f"unsafe {kind} name {v!r}: only letters, digits, '_', '.', '-' are allowed "
+                "(starting with a letter or digit, at most 63 characters)",
+                f"rename it, e.g. {cleaned!r}",
+            )
+        return v
+
+    return check
+
+
+def _interface(v: Any) -> str:
+    if not isinstance(v, str):
+        raise invalid(f"interface name must be text, got {v!r}", "quote it, e.g. 'eth0'")
+    if len(v) > 15:
+        raise invalid(f"interface name {v!r} is {len(v)} characters; Linux allows at most 15",
+                      "use the name shown by 'ip -br link' on the host")
+    if not _IFACE.match(v) or v in (".", ".."):
+        raise invalid(f"invalid interface name {v!r}: only letters, digits, '_', '.', '-' are allowed",
+                      "use the name shown by 'ip -br link' on the host, e.g. eth0 or ens3")
+    return v
+
+
+HostName = Annotated[str, PlainValidator(_safe_name("host"))]
+GroupName = Annotated[str, PlainValidator(_safe_name("group"))]
+NetworkName = Annotated[str, PlainValidator(_safe_name("network"))]
+Interface = Annotated[str, PlainValidator(_interface)]
+
+
+def _opt(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else check(v)
+
+
+def _address(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise invalid(f"address must be an IP address or DNS name as text, got {v!r}",
+                      "write e.g. 192.168.115.21 or host1.example.com")
+    v = v.strip()
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", v):
+        raise invalid(f"{v!r} is not a valid IPv4 address",
+                      "write four numbers 0-255 separated by dots, e.g. 192.168.115.21")
+    if ":" in v:
+        raise invalid(f"{v!r} is not a valid IPv6 address", "write e.g. 2001:db8::21 (no brackets, no port)")
+    if len(v) > 253 or not all(_DNS_LABEL.match(label) for label in v.rstrip(".").split(".")):
+        raise invalid(f"{v!r} is neither an IP address nor a valid DNS name / ssh-config alias",
+                      "write an IP address (192.168.115.21) or a host name (host1.example.com), no spaces or ports")
+    return str(v)
+
+
+def _ip(v: Any) -> IPAddress:
+    try:
+        return ipaddress.ip_address(str(v).strip())
+    except ValueError:
+        raise invalid(f"{v!r} is not a valid IP address", "write e.g. 10.0.0.1 or 2001:db8::1") from None
+
+
+def _subnet(v: Any) -> IPNetwork:
+    if isinstance(v, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return v
+    text = str(v).strip()
+    if "/" not in text:
+        raise invalid(f"{v!r} is not a network in CIDR notation", "add the prefix length, e.g. 10.0.0.0/24")
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise invalid(f"{v!r} is not a valid IP network", "write e.g. 10.0.0.0/24 or fd00:1::/64") from None
+    raise invalid(f"{text} has host bits set (the address part is not the start of the /{loose.prefixlen} network)",
+                  f"did you mean {loose}?")
+
+
+_ip_ser = PlainSerializer(str, return_type=str)
+IPField = Annotated[IPAddress, PlainValidator(_ip), _ip_ser]
+OptIPField = Annotated[IPAddress | None, PlainValidator(_opt(_ip)), _ip_ser]
+SubnetField = Annotated[IPNetwork, PlainValidator(_subnet), _ip_ser]
+OptSubnetField = Annotated[IPNetwork | None, PlainValidator(_opt(_subnet)), _ip_ser]
+
+
+def _local_path(kind: str, must_exist: bool) -> Callable[[Any, ValidationInfo], Path | None]:
+    """A path on this machine: ``~`` expanded, relative to the inventory's folder."""
+
+    def check(v: Any, info: ValidationInfo) -> Path | None:
+        if v is None or v is False:
+            return None
+        if not isinstance(v, (str, Path)) or not str(v).strip():
+            raise invalid(f"{kind} must be a file path, got {v!r}", "write a path such as ~/.ssh/id_ed25519")
+        p = Path(str(v).strip()).expanduser()
+        base = (info.context or {}).get("base_dir")
+        if not p.is_absolute():
+            p = (Path(base) if base is not None else Path.cwd()) / p
+        if must_exist and not p.is_file():
+            rel = "" if Path(str(v)).expanduser().is_absolute() else " (relative paths start at the inventory's folder)"
+            fix = _MISSING_FILE_FIX.get(kind, "check the path")
+            raise invalid(f"{kind} {p} does not exist{rel}", fix)
+        return p
+
+    return check
+
+
+_MISSING_FILE_FIX = {
+    "private key": "create one with 'ssh-keygen -t ed25519' or point private_key at an existing key",
+    "image archive": "create it with 'docker save IMAGE -o FILE', or remove image_archive to pull the image",
+    "ssh config": "point ssh_config at an existing file, or set ssh_config: false",
+}
+
+KeyPath = Annotated[Path | None, PlainValidator(_local_path("private key", True))]
+KnownHostsPath = Annotated[Path | None, PlainValidator(_local_path("known_hosts file", False))]
+ArchivePath = Annotated[Path | None, PlainValidator(_local_path("image archive", True))]
+SshConfigPath = Annotated[Path | None, PlainValidator(_local_path("ssh config", True))]
+
+
+def _remote_path(v: Any) -> str:
+    if not isinstance(v, str) or not _REMOTE_PATH.match(v) or "/../" in v + "/":
+        raise invalid(f"{v!r} is not an absolute path on the host (letters, digits, . _ / @ + - only)",
+                      "write an absolute path such as /etc/docker/daemon.json")
+    return v
+
+
+RemotePath = Annotated[str, PlainValidator(_remote_path)]
+
+
+def _url(v: Any) -> str:
+    parts = urlsplit(str(v)) if isinstance(v, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise invalid(f"{v!r} is not an http(s) URL", "write e.g. https://mirror.example.com")
+    return str(v)
+
+
+def _port(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        else:
+            raise invalid(f"port must be a whole number, got {v!r}", "use a port between 1 and 65535")
+    if not 1 <= v <= 65535:
+        raise invalid(f"port {v} is out of range", "use a port between 1 and 65535")
+    return int(v)
+
+
+Port = Annotated[int, PlainValidator(_port)]
+OptPort = Annotated[int | None, PlainValidator(_opt(_port))]
+
+
+def _str_options(v: Any) -> Any:
+    # Docker driver options are strings; let people write `mtu: 1450` or `encrypted: true`
+    if isinstance(v, dict):
+        return {k: (str(x).lower() if isinstance(x, bool) else str(x)) if isinstance(x, (int, float, bool)) else x
+                for k, x in v.items()}
+    return v
+
+
+# ---------------------------------------------------------------------------------------------------
+# models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+HostKeyPolicy = Literal["strict", "accept-new"]
+
+# connection settings a host may override; every one of them is None when not given for the host
+_CONN_FIELDS = (
+    "user", "port", "private_key", "known_hosts", "host_key_policy", "become", "password",
+    "key_passphrase", "connect_timeout", "retries", "ssh_config",
+)
+
+
+def _user(v: Any) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", v):
+        raise invalid(f"{v!r} is not a valid user name", "write a plain POSIX user name, e.g. root or ubuntu")
+    return v
+
+
+User = Annotated[str, PlainValidator(_user)]
+OptUser = Annotated[str | None, PlainValidator(_opt(_user))]
+
+
+class ConnectionSettings(_Model):
+    """Defaults for every host; each can be overridden in the host's own entry."""
+
+    user: User = "root"
+    port: Port = 22
+    private_key: KeyPath = None
+    known_hosts: KnownHostsPath = None
+    host_key_policy: HostKeyPolicy = "strict"
+    become: bool | None = None
+    password: SecretStr | None = None
+    key_passphrase: SecretStr | None = None
+    connect_timeout: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=2, ge=0)
+    # None: not given (use ~/.ssh/config when it exists); false or null given: do not read any
+    ssh_config: SshConfigPath = None
+
+
+class Host(_Model):
+    address: Annotated[str, PlainValidator(_address)]
+    groups: list[GroupName] = Field(default_factory=list)
+    advertise_interface: Annotated[str | None, PlainValidator(_opt(_interface))] = None
+    user: OptUser = None
+    port: OptPort = None
+    private_key: KeyPath = None
+    known_hosts: KnownHostsPath = None
+    host_key_policy: HostKeyPolicy | None = None
+    become: bool | None = None
+    password: SecretStr | None = None
+    key_passphrase: SecretStr | None = None
+    connect_timeout: float | None = Field(default=None, gt=0)
+    retries: int | None = Field(default=None, ge=0)
+    ssh_config: SshConfigPath = None
+
+    @field_validator("groups", mode="after")
+    @classmethod
+    def _unique_groups(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+
+class KVStore(_Model):
+    backend: Literal["consul", "etcd", "zookeeper"] = "consul"
+    hosts: list[HostName]
+    image: str = Field(default=KV_DEFAULT_IMAGES["consul"], min_length=1)
+    image_archive: ArchivePath = None
+    port: Port = KV_DEFAULT_PORTS["consul"]
+    publish_address: OptIPField = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("backend") in KV_DEFAULT_PORTS:
+            backend = data["backend"]
+            data = dict(data)
+            data.setdefault("port", KV_DEFAULT_PORTS[backend])
+            data.setdefault("image", KV_DEFAULT_IMAGES[backend])
+        return data
+
+    @field_validator("hosts", mode="after")
+    @classmethod
+    def _odd_unique(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise invalid("kv_store.hosts is empty", "name the host(s) that run the key-value store, e.g. [consul]")
+        dups = sorted({h for h in v if v.count(h) > 1})
+        if dups:
+            raise invalid(f"host(s) listed twice: {', '.join(dups)}", "list each key-value store host once")
+        if len(v) % 2 == 0:
+            raise invalid(
+                f"{len(v)} key-value store hosts: the store needs an odd number (1, 3, 5) to keep a quorum",
+                f"add or remove one host (now: {', '.join(v)})",
+            )
+        return v
+
+
+class DockerSettings(_Model):
+    config: Literal["systemd-dropin", "daemon-json"] = "systemd-dropin"
+    dropin: RemotePath = "/etc/systemd/system/docker.service.d/10-machine.conf"
+    daemon_json: RemotePath = "/etc/docker/daemon.json"
+    advertise_interface: Interface = "eth0"
+    advertise_port: Port = 2376
+    registry_mirrors: list[Annotated[str, PlainValidator(_url)]] = Field(default_factory=list)
+    restart: Literal["rolling", "parallel"] = "rolling"
+    overlay_mode: Literal["kv", "swarm", "auto"] = "kv"
+
+
+class Network(_Model):
+    driver: Literal["overlay", "bridge", "macvlan"] = "overlay"
+    subnet: SubnetField
+    gateway: OptIPField = None
+    ip_range: OptSubnetField = None
+    attachable: bool = True
+    options: Annotated[dict[str, str], BeforeValidator(_str_options)] = Field(default_factory=dict)
+    parent: Annotated[str | None, PlainValidator(_opt(_interface))] = None
+
+    @model_validator(mode="after")
+    def _inside_subnet(self) -> Network:
+        net = self.subnet
+        if self.gateway is not None:
+            if self.gateway.version != net.version or self.gateway not in net:
+                raise invalid(f"gateway {self.gateway} is outside subnet {net}",
+                              f"use an address inside {net}, e.g. {next(net.hosts(), net.network_address)}",
+                              at=("gateway",))
+            if self.gateway in (net.network_address, net.broadcast_address) and net.num_addresses > 2:
+                raise invalid(f"gateway {self.gateway} is the network or broadcast address of {net}",
+                              f"use a host address, e.g. {next(net.hosts())}", at=("gateway",))
+        if self.ip_range is not None and (
+            self.ip_range.version != net.version or not self.ip_range.subnet_of(net)  # type: ignore[arg-type]
+        ):
+            raise invalid(f"ip_range {self.ip_range} is not inside subnet {net}",
+                          f"use a range inside {net}", at=("ip_range",))
+        if self.parent is not None and self.driver != "macvlan":
+            raise invalid(f"'parent' only applies to macvlan networks (this one is {self.driver})",
+                          "remove 'parent', or set driver: macvlan", at=("parent",))
+        return self
+
+
+class VerifySettings(_Model):
+    image: str = Field(default="busybox", min_length=1)
+    image_archive: ArchivePath = None
+    ping_count: int = Field(default=3, ge=1)
+    timeout: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+
+
+class ResolvedConnection(_Model):
+    """Everything needed to open an SSH connection to one host."""
+
+    host: str
+    address: str
+    port: int
+    user: str
+    private_key: Path | None
+    known_hosts: Path | None
+    host_key_policy: HostKeyPolicy
+    become: bool
+    password: SecretStr | None = None
+    key_passphrase: SecretStr | None = None
+    connect_timeout: float = 10.0
+    retries: int = 2
+    ssh_config: Path | None = None
+
+
+class Inventory(_Model):
+    connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
+    hosts: dict[HostName, Host]
+    kv_store: KVStore
+    docker: DockerSettings = Field(default_factory=DockerSettings)
+    networks: dict[NetworkName, Network] = Field(default_factory=dict)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The file this inventory was loaded from (None when built in code)."""
+        return self._source
+
+    @model_validator(mode="after")
+    def _remember_source(self, info: ValidationInfo) -> Inventory:
+        src = (info.context or {}).get("source")
+        if src is not None:
+            self._source = Path(src)
+        return self
+
+    @field_validator("hosts", mode="after")
+    @classmethod
+    def _hosts(cls, hosts: dict[str, Host]) -> dict[str, Host]:
+        if not hosts:
+            raise invalid("no hosts defined", "add at least one host, e.g. 'host1: {address: 192.168.115.21}'")
+        problems: list[tuple[tuple[str, ...], str, str]] = []
+        seen: dict[str, str] = {}
+        for name, host in hosts.items():
+            if name == "all":
+                problems.append(((name,), "'all' is reserved for the group of every host", "rename the host"))
+            key = host.address.lower().rstrip(".")
+            if key in seen:
+                problems.append(((name, "address"), f"address {host.address} is also used by host '{seen[key]}'",
+                                 "give each host its own address (one inventory entry per machine)"))
+            else:
+                seen[key] = name
+        if problems:
+            raise many_invalid(problems)
+        return hosts
+
+    @field_validator("networks", mode="after")
+    @classmethod
+    def _no_overlap(cls, networks: dict[str, Network]) -> dict[str, Network]:
+        problems = []
+        items = list(networks.items())
+        for i, (name, net) in enumerate(items):
+            for other, onet in items[:i]:
+                if net.subnet.version == onet.subnet.version and net.subnet.overlaps(onet.subnet):
+                    problems.append(((name, "subnet"),
+                                     f"subnet {net.subnet} of network '{name}' overlaps "
+                                     f"{onet.subnet} of network '{other}'",
+                                     "give each network its own, non-overlapping subnet"))
+        if problems:
+            raise many_invalid(problems)
+        return networks
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Inventory:
+        problems: list[tuple[tuple[str, ...], str, str]] = []
+        known = list(self.hosts)
+        for i, name in enumerate(self.kv_store.hosts):
+            if name not in self.hosts:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                problems.append((("kv_store", "hosts", str(i)), f"unknown host '{name}'",
+                                 f"{hint}kv_store.hosts must name hosts defined under 'hosts' ({', '.join(known)})"))
+        if self.kv_store.publish_address is not None and len(self.kv_store.hosts) > 1:
+            problems.append((("kv_store", "publish_address"),
+                             "publish_address can only be used with a single key-value store host",
+                             "remove publish_address; each store host is published on its own address"))
+        groups = {g for h in self.hosts.values() for g in h.groups}
+        for name in self.hosts:
+            if name in groups:
+                problems.append((("hosts", name), f"'{name}' is both a host and a group name",
+                                 "rename the host or the group so host patterns are unambiguous"))
+        missing_kh: dict[tuple[tuple[str, ...], Path], list[str]] = {}
+        for name, host in self.hosts.items():
+            policy = host.host_key_policy or self.connection.host_key_policy
+            kh = host.known_hosts or self.connection.known_hosts
+            if policy == "strict" and kh is not None and not kh.is_file():
+                where: tuple[str, ...] = (
+                    ("hosts", name, "known_hosts") if host.known_hosts else ("connection", "known_hosts")
+                )
+                missing_kh.setdefault((where, kh), []).append(host.address)
+        for (where, kh), addresses in missing_kh.items():
+            problems.append((where, f"known_hosts file {kh} does not exist and host_key_policy is strict",
+                             f"record the host keys first (ssh-keyscan -H {' '.join(addresses)} >> {kh}) "
+                             "or set host_key_policy: accept-new"))
+        if problems:
+            raise many_invalid(problems)
+        return self
+
+    # --- queries ----------------------------------------------------------------------------------
+
+    def groups(self) -> dict[str, list[str]]:
+        """Group name -> host names in inventory order; always includes "all"."""
+        out: dict[str, list[str]] = {"all": list(self.hosts)}
+        for name, host in self.hosts.items():
+            for g in host.groups:
+                if g != "all":
+                    out.setdefault(g, []).append(name)
+        return out
+
+    def resolve_pattern(self, pattern: str | list[str]) -> list[str]:
+        """Host names matched by ``pattern``, in inventory order.
+
+        Items are host names, group names, "all" or shell-style globs (``web*``); a list or a
+        comma-separated string unions them, ``!item`` removes. Only exclusions means "all except".
+        Raises ValueError naming an unknown host or group.
+        """
+        items = pattern if isinstance(pattern, list) else [pattern]
+        parts = [p.strip() for item in items for p in str(item).split(",") if p.strip()]
+        if not parts:
+            raise ValueError("empty host pattern; use 'all', a group name or host names")
+        groups = self.groups()
+        include: set[str] = set()
+        exclude: set[str] = set()
+        only_exclusions = all(p.startswith("!") for p in parts)
+        for part in parts:
+            negate = part.startswith("!")
+            name = part[1:].strip() if negate else part
+            (exclude if negate else include).update(self._match(name, groups))
+        if only_exclusions:
+            include = set(self.hosts)
+        return [h for h in self.hosts if h in include and h not in exclude]
+
+    def _match(self, name: str, groups: dict[str, list[str]]) -> list[str]:
+        if name in self.hosts:
+            return [name]
+        if name in groups:
+            return groups[name]
+        if any(c in name for c in "*?["):
+            hosts = [h for h in self.hosts if fnmatch.fnmatchcase(h, name)]
+            for g, members in groups.items():
+                if fnmatch.fnmatchcase(g, name):
+                    hosts.extend(members)
+            return hosts
+        names = [*self.hosts, *groups]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(
+            f"'{name}' is neither a host nor a group{hint} "
+            f"(hosts: {', '.join(self.hosts)}; groups: {', '.join(groups)})"
+        )
+
+    def _host(self, host: str) -> Host:
+        try:
+            return self.hosts[host]
+        except KeyError:
+            raise ValueError(f"unknown host '{host}' (hosts: {', '.join(self.hosts)})") from None
+
+    def address_of(self, host: str) -> str:
+        return self._host(host).address
+
+    def advertise_interface(self, host: str) -> str:
+        return self._host(host).advertise_interface or self.docker.advertise_interface
+
+    def connection_for(self, host: str) -> ResolvedConnection:
+        """Connection defaults merged with the host's own overrides."""
+        h = self._host(host)
+        c = self.connection
+        merged: dict[str, Any] = {}
+        for name in _CONN_FIELDS:
+            merged[name] = getattr(h, name) if name in h.model_fields_set else getattr(c, name)
+        if "ssh_config" not in h.model_fields_set and "ssh_config" not in c.model_fields_set:
+            default = Path("~/.ssh/config").expanduser()
+            merged["ssh_config"] = default if default.is_file() else None
+        for name in ("user", "port", "host_key_policy", "connect_timeout", "retries"):
+            if merged[name] is None:  # host wrote `key: null`: fall back to the default
+                merged[name] = getattr(c, name)
+        if merged["become"] is None:
+            merged["become"] = merged["user"] != "root"
+        return ResolvedConnection(host=host, address=h.address, **merged)
+
+    def kv_endpoints(self) -> list[tuple[str, str, int]]:
+        """(host name, address, port) of every key-value store host."""
+        kv = self.kv_store
+        out = []
+        for name in kv.hosts:
+            addr = str(kv.publish_address) if kv.publish_address is not None else self.address_of(name)
+            out.append((name, addr, kv.port))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# loading
+
+
+def load_inventory(path: Path | str) -> Inventory:
+    """Load and validate an inventory file; raises InputError with every problem found."""
+    doc = load_yaml(path, "inventory")
+    require_type(doc, dict, "inventory", "a mapping with 'connection:', 'hosts:', 'kv_store:', ... at the top level")
+    context = {"base_dir": doc.path.resolve().parent, "source": doc.path}
+    try:
+        return Inventory.model_validate(doc.data, context=context)
+    except ValidationError as exc:
+        raise InputError(problems_from_validation(doc, exc, Inventory)) from exc
