@@ -28,7 +28,7 @@ from provisioner.errors import InputError, Problem
 from provisioner.inventory import Inventory
 from provisioner.modules.base import Module, ModuleArgs
 from provisioner.when import Condition, parse
-from provisioner.yamlsrc import YamlDoc, invalid, load_yaml, problems_from_validation, require_type
+from provisioner.yamlsrc import YamlDoc, describe_type, invalid, load_yaml, problems_from_validation, require_type
 
 TASK_KEYS = ("name", "notify", "run_once", "when")
 _SECRETISH = ("password", "passphrase", "secret", "token", "content")
@@ -147,8 +147,8 @@ class _RawPlay(BaseModel):
     name: str | None = None
     hosts: Annotated[str | list[str], PlainValidator(_pattern)]
     serial: Annotated[int | str | None, PlainValidator(_serial)] = None
-    tasks: Annotated[list[dict[str, Any]], BeforeValidator(_none_is_empty)] = Field(default_factory=list)
-    handlers: Annotated[list[dict[str, Any]], BeforeValidator(_none_is_empty)] = Field(default_factory=list)
+    tasks: Annotated[list[Any], BeforeValidator(_none_is_empty)] = Field(default_factory=list)
+    handlers: Annotated[list[Any], BeforeValidator(_none_is_empty)] = Field(default_factory=list)
     any_errors_fatal: bool = False
     max_fail_percentage: float | None = Field(default=None, ge=0, le=100)
 
@@ -213,7 +213,7 @@ class _Loader:
     def play(self, i: int, raw: Any) -> Play | None:
         where: tuple[str | int, ...] = (i,)
         if not isinstance(raw, dict):
-            self.add(where, f"a play must be a mapping, got {type(raw).__name__} {raw!r}",
+            self.add(where, f"a play must be a mapping, got {describe_type(raw)} {raw!r}",
                      "write a play as '- hosts: ...' with 'name:', 'tasks:' etc. indented under it")
             return None
         try:
@@ -254,7 +254,7 @@ class _Loader:
         try:
             hosts = inv.resolve_pattern(pattern)
         except ValueError as exc:
-            self.add((*where, "hosts"), str(exc), f"use 'all', a group or host names from the inventory ({known})")
+            self.add((*where, "hosts"), str(exc), "use 'all', a group or host names from the inventory")
             return None
         if not hosts:
             self.add((*where, "hosts"), f"host pattern {pattern!r} matches no host in the inventory",
@@ -266,7 +266,7 @@ class _Loader:
         self,
         play: tuple[str | int, ...],
         section: str,
-        raws: list[dict[str, Any]],
+        raws: list[Any],
         handler_names: list[str] | None = None,
     ) -> list[Task]:
         out = []
@@ -276,7 +276,13 @@ class _Loader:
                 out.append(task)
         return out
 
-    def task(self, where: tuple[str | int, ...], raw: dict[str, Any], handler_names: list[str] | None) -> Task | None:
+    def task(self, where: tuple[str | int, ...], raw: Any, handler_names: list[str] | None) -> Task | None:
+        if not isinstance(raw, dict):
+            fix = "write a task as '- name: ...' with one module key, e.g. '- command: {cmd: ...}'"
+            if isinstance(raw, str) and raw in self.modules:
+                fix = f"a module needs a colon after its name: write '- {raw}:' (with its arguments below it)"
+            self.add(where, f"a task must be a mapping, got {describe_type(raw)} {raw!r}", fix)
+            return None
         module = self.module_key(where, raw)
         meta_raw = {k: v for k, v in raw.items() if k in TASK_KEYS}
         try:

@@ -144,6 +144,8 @@ def load_yaml(path: Path | str, what: str) -> YamlDoc:
         raise _one(name, None, None, f"YAML error: {exc}", "fix the YAML syntax") from exc
 
     doc = YamlDoc(p, None)
+    lc = getattr(node, "lc", None)
+    doc.values[()] = doc.keys[()] = (lc.line + 1, lc.col + 1) if lc is not None else (1, 1)
     doc.data = _plain(node, (), doc)
     if doc.data is None:
         raise _one(name, 1, 1, f"{what} file has no content (only null)",
@@ -310,7 +312,7 @@ def problems_from_validation(
     problems: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     for err in exc.errors(include_url=False):
-        for path, on_key, message, fix in _explain(err, root_data, model):
+        for path, on_key, message, fix in _explain(err, root_data, model, base):
             full = (*base, *path)
             line, col = doc.where(full, "key" if on_key else "value")
             p = Problem(doc.name, line, col, dotted(full), message, fix)
@@ -345,12 +347,15 @@ def _clean_loc(loc: Sequence[Any], data: Any, keep_last: bool) -> tuple[list[str
     return out, on_key
 
 
-def _explain(err: Any, data: Any, model: type[BaseModel] | None) -> list[tuple[list[str], bool, str, str]]:
+def _explain(
+    err: Any, data: Any, model: type[BaseModel] | None, base: tuple[str, ...] = ()
+) -> list[tuple[list[str], bool, str, str]]:
     etype: str = err["type"]
     ctx: dict[str, Any] = err.get("ctx") or {}
     loc = err["loc"]
     value = err.get("input")
     path, on_key = _clean_loc(loc, data, keep_last=etype in ("missing", "extra_forbidden"))
+    got = describe_type(value)
     if path and any(s in path[-1].lower() for s in ("password", "passphrase", "secret", "token")):
         value = "***"
     if etype == "invalid_many":
@@ -369,7 +374,7 @@ def _explain(err: Any, data: Any, model: type[BaseModel] | None) -> list[tuple[l
     if etype == "missing":
         parent = path[:-1]
         return [(parent, True, f"missing required key '{last}'",
-                 f"add '{last}: ...' under {dotted(parent) or 'the top level'}")]
+                 f"add '{last}: ...' under {dotted((*base, *parent)) or 'the top level'}")]
     if etype in ("literal_error", "enum"):
         expected = str(ctx.get("expected", ""))
         options = [o.strip().strip("'\"") for o in expected.replace(" or ", ", ").split(",") if o.strip()]
@@ -381,7 +386,7 @@ def _explain(err: Any, data: Any, model: type[BaseModel] | None) -> list[tuple[l
     message = _MESSAGES.get(etype)
     if message is not None:
         text, fix = message
-        mapping = {**{k: str(v) for k, v in ctx.items()}, "got": describe_type(value), "value": repr(value)}
+        mapping = {**{k: _num(v) for k, v in ctx.items()}, "got": got, "value": repr(value)}
         return [(path, on_key, text.format_map(_Default(mapping)), fix.format_map(_Default(mapping)))]
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
@@ -389,6 +394,10 @@ def _explain(err: Any, data: Any, model: type[BaseModel] | None) -> list[tuple[l
     if msg.startswith("Assertion failed, "):
         msg = msg[len("Assertion failed, "):]
     return [(path, on_key, msg, ctx.get("fix") or "correct this value (see inventories/example.yml for the format)")]
+
+
+def _num(v: Any) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
 class _Default(dict[str, str]):
