@@ -214,6 +214,12 @@ def apply(
         bool,
         typer.Option("--recreate-networks", help="recreate networks whose settings drifted (disconnects containers)"),
     ] = False,
+    lock_timeout: Annotated[
+        float, typer.Option("--lock-timeout", min=0, help="seconds to wait for another run's cluster lock")
+    ] = 60.0,
+    break_lock: Annotated[
+        bool, typer.Option("--break-lock", help="take the cluster lock even if another run holds it")
+    ] = False,
 ) -> None:
     """Converge the hosts to the playbook. Exit 1 when a host failed or was unreachable."""
     _guard(
@@ -226,7 +232,42 @@ def apply(
         output=output,
         junit=junit,
         options={"recreate_networks": recreate_networks, "diff": diff},
+        lock_timeout=lock_timeout,
+        break_lock=break_lock,
     )
+
+
+@app.command()
+def unlock(
+    inventory: InventoryOpt,
+    force: Annotated[bool, typer.Option("--force", help="break the lock without asking")] = False,
+) -> None:
+    """Show who holds the cluster lock and break it (for a run that died without releasing it)."""
+
+    def body() -> int:
+        from provisioner.connect import ssh_connector
+        from provisioner.engine.lock import break_lock, describe, is_stale, read_owner
+
+        inv, _ = _load(inventory, None)
+        host = inv.kv_store.hosts[0]
+        conn = ssh_connector(inv)(host)
+        try:
+            owner = read_owner(conn)
+            if owner is None:
+                _console().print(f"no run holds the cluster lock on {host}")
+                return EXIT_OK
+            state = "stale: that process is gone" if is_stale(owner) else "its process may still be running"
+            _console().print(f"cluster lock on {host} held by {describe(owner)} ({state})")
+            if not force and not (sys.stdin.isatty() and typer.confirm("break it?", default=False)):
+                _console().print("left in place; pass --force to break it")
+                return EXIT_FAILED
+            break_lock(conn)
+            _console().print("lock broken")
+            return EXIT_OK
+        finally:
+            conn.close()
+
+    _guard(body)
 
 
 @app.command()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from provisioner.connection.base import ShellConnection
+from provisioner.engine.lock import RunLock, this_run
 from provisioner.engine.results import RunReport, Status, TaskResult
 from provisioner.errors import ConnectError, ProvisionerError
 from provisioner.facts import HostFacts, gather
@@ -29,6 +30,16 @@ if TYPE_CHECKING:
     from provisioner.playbook import Play, Playbook, Task
 
 Connector = Callable[[str], ShellConnection]
+
+
+@dataclass(frozen=True)
+class LockSpec:
+    """Where and how the run takes the cluster lock (apply only)."""
+
+    host: str
+    timeout: float = 0.0
+    break_lock: bool = False
+    command: str | None = None
 
 
 class Events(Protocol):
@@ -85,6 +96,7 @@ class Executor:
         options: Mapping[str, Any] | None = None,
         events: Events | None = None,
         mode: str | None = None,
+        lock: LockSpec | None = None,
     ) -> None:
         self.inventory = inventory
         self.connector = connector
@@ -99,6 +111,8 @@ class Executor:
         self._watch: dict[str, set[str]] = {}
         self._probes: dict[str, dict[str, str]] = {}
         self._pool = ThreadPoolExecutor(max_workers=self.forks, thread_name_prefix="host")
+        self.lock_spec = lock
+        self._lock: RunLock | None = None
 
     # ---- connections and facts -------------------------------------------------------------
 
@@ -170,6 +184,8 @@ class Executor:
     def run(self, playbook: Playbook) -> RunReport:
         start = time.monotonic()
         try:
+            if self.lock_spec is not None:
+                self._take_lock(self.lock_spec)
             self._register_watches(playbook.plays)
             for play in playbook.plays:
                 if not self.run_play(play):
@@ -179,7 +195,17 @@ class Executor:
             self.close()
         return self.report
 
+    def _take_lock(self, spec: LockSpec) -> None:
+        lock = RunLock(self.connection(spec.host), this_run(spec.command))
+        lock.acquire(spec.timeout, break_lock=spec.break_lock, warn=lambda m: self.events.log(spec.host, m))
+        self._lock = lock
+
     def close(self) -> None:
+        if self._lock is not None:
+            # the lock must go even when the run was interrupted; a dead connection leaves it stale
+            with contextlib.suppress(Exception):
+                self._lock.release()
+            self._lock = None
         for name, st in self._hosts.items():
             if st.conn is not None:
                 self.report.connections[name] = {
