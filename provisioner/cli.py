@@ -123,16 +123,22 @@ def _run_playbook(
     output: Output,
     junit: Path | None,
     options: dict[str, Any],
+    lock_timeout: float = 0.0,
+    break_lock: bool = False,
 ) -> int:
     from provisioner.connect import ssh_connector
-    from provisioner.engine.executor import Executor
+    from provisioner.engine.executor import Executor, LockSpec
     from provisioner.report import LiveEvents
 
     inv, pb = _load(inventory, playbook)
     assert pb is not None
     hosts = _limit(inv, limit)
     events = LiveEvents(_console(stderr=output is Output.json), show_diff=check or bool(options.get("diff")))
-    ex = Executor(inv, ssh_connector(inv), check=check, forks=forks, limit=hosts, options=options, events=events)
+    # plan changes nothing, so only apply takes the cluster lock
+    lock = None if check else LockSpec(inv.kv_store.hosts[0], lock_timeout, break_lock)
+    ex = Executor(
+        inv, ssh_connector(inv), check=check, forks=forks, limit=hosts, options=options, events=events, lock=lock
+    )
     report = ex.run(pb)
     return _finish(report, output, junit, plan=check)
 

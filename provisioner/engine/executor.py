@@ -185,7 +185,14 @@ class Executor:
         start = time.monotonic()
         try:
             if self.lock_spec is not None:
-                self._take_lock(self.lock_spec)
+                try:
+                    self._take_lock(self.lock_spec)
+                except ProvisionerError as e:
+                    # nothing was touched: report why the run did not start
+                    if isinstance(e, ConnectError):
+                        self._mark_unreachable(self.lock_spec.host, str(e))
+                    self.report.error = f"could not take the cluster lock: {e}"
+                    return self.report
             self._register_watches(playbook.plays)
             for play in playbook.plays:
                 if not self.run_play(play):
