@@ -355,7 +355,15 @@ def _mount_optional() -> None:
 _mount_optional()
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    # SIGTERM (CI cancelling a job) unwinds like Ctrl-C: running host steps finish, the lock is released
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except SystemExit as e:

@@ -223,7 +223,8 @@ class Executor:
                 with contextlib.suppress(Exception):
                     st.conn.close()
                 st.conn = None
-        self._pool.shutdown(wait=True)
+        # in-flight host work finishes (never abandon a restart half-way); queued work is dropped
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         return list(self._pool.map(fn, items))
