@@ -10,7 +10,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from provisioner.errors import LabError
 from provisioner.lab import paths
@@ -248,18 +248,26 @@ def read_host_key(client: docker.DockerClient, spec: HostSpec) -> str:
     return f"{parts[0]} {parts[1]}"
 
 
-def memory_usage(client: docker.DockerClient, container: str) -> int | None:
-    """Bytes of memory the host container uses now (docker stats, without page cache)."""
+def memory_usage(client: docker.DockerClient, container: str) -> dict[str, int]:
+    """Memory of a host container and everything in it, in bytes: rss and working set (usage minus
+    inactive page cache), read from its cgroup (this machine's engine only); {} when not readable."""
     try:
-        stats: dict[str, Any] = client.api.stats(container, stream=False)
-    except Exception:
-        return None
-    mem = stats.get("memory_stats") or {}
-    usage = mem.get("usage")
-    if usage is None:
-        return None
-    cache = (mem.get("stats") or {}).get("total_inactive_file") or (mem.get("stats") or {}).get("cache", 0)
-    return int(usage) - int(cache or 0)
+        cid = client.containers.get(container).id
+    except Exception:  # noqa: BLE001 - a measurement, never fatal
+        return {}
+    for base, usage_file in (
+        (Path("/sys/fs/cgroup/memory/docker") / cid, "memory.usage_in_bytes"),  # cgroup v1
+        (Path("/sys/fs/cgroup/docker") / cid, "memory.current"),  # cgroup v2
+    ):
+        try:
+            usage = int((base / usage_file).read_text())
+            stat = dict(line.split() for line in (base / "memory.stat").read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        rss = int(stat.get("total_rss", stat.get("anon", 0)))
+        inactive = int(stat.get("total_inactive_file", stat.get("inactive_file", 0)))
+        return {"usage": usage, "rss": rss, "working_set": usage - inactive}
+    return {}
 
 
 def write_private_key(path: Path) -> str:
