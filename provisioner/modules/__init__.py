@@ -1,6 +1,14 @@
 """Built-in modules. Importing this package registers them."""
 
-from provisioner.modules import command, file  # noqa: F401
+from provisioner.modules import (  # noqa: F401
+    command,
+    docker_daemon,
+    docker_image,
+    docker_network,
+    file,
+    kv_store,
+    overlay_verify,
+)
 from provisioner.modules.base import Change, Module, ModuleArgs, NoOp, PlanContext, register, registry
 
 __all__ = ["Change", "Module", "ModuleArgs", "NoOp", "PlanContext", "register", "registry"]

@@ -1,0 +1,168 @@
+"""``docker_network``: the inventory's networks, created once (run it with ``run_once``).
+
+Overlay networks are global scope (shared through the cluster store), so one host creating them is
+enough. An existing network with other settings is drift: the plan names the differences and the
+containers recreating it would disconnect; it is recreated only with the ``recreate_networks`` option
+(``--recreate-networks``), otherwise the task fails saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from provisioner.connection.base import q
+from provisioner.errors import TaskError
+from provisioner.facts import HostFacts, NetworkFact
+from provisioner.inventory import Network
+from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
+
+
+class DockerNetworkArgs(ModuleArgs):
+    # one network of the inventory; default: every network in the inventory
+    name: str | None = None
+
+
+def create_command(name: str, net: Network) -> str:
+    parts = ["docker network create", f"--driver {q(net.driver)}", f"--subnet {q(str(net.subnet))}"]
+    if net.gateway is not None:
+        parts.append(f"--gateway {q(str(net.gateway))}")
+    if net.ip_range is not None:
+        parts.append(f"--ip-range {q(str(net.ip_range))}")
+    if net.attachable:
+        parts.append("--attachable")
+    options = dict(net.options)
+    if net.parent is not None:
+        options["parent"] = net.parent
+    parts.extend(f"--opt {q(f'{k}={v}')}" for k, v in sorted(options.items()))
+    parts.append(q(name))
+    return " ".join(parts)
+
+
+def drift(net: Network, have: NetworkFact) -> list[str]:
+    """What differs between the inventory's network and the existing one (empty: the same)."""
+    out: list[str] = []
+
+    def differs(what: str, have_v: object, want_v: object) -> None:
+        if have_v != want_v:
+            out.append(f"{what}: {have_v or '(none)'} on the host, {want_v or '(none)'} in the inventory")
+
+    differs("driver", have.driver, net.driver)
+    differs("subnet", ", ".join(have.subnets), str(net.subnet))
+    if net.gateway is not None:
+        differs("gateway", ", ".join(have.gateways), str(net.gateway))
+    differs("ip_range", ", ".join(have.ip_ranges), str(net.ip_range) if net.ip_range is not None else "")
+    differs("attachable", have.attachable, net.attachable)
+    want_opts = dict(net.options)
+    if net.parent is not None:
+        want_opts["parent"] = net.parent
+    for k, v in sorted(want_opts.items()):
+        differs(f"option {k}", have.options.get(k, ""), v)
+    return out
+
+
+def attached(all_facts: Mapping[str, HostFacts], name: str) -> dict[str, list[str]]:
+    """host -> containers on that host attached to network ``name``."""
+    out: dict[str, list[str]] = {}
+    for host, f in all_facts.items():
+        names = sorted(c.name for c in f.docker.containers if name in c.networks)
+        if names:
+            out[host] = names
+    return out
+
+
+@register
+class DockerNetworkModule(Module[DockerNetworkArgs]):
+    name = "docker_network"
+    Args = DockerNetworkArgs
+    summary = "the inventory's Docker networks (overlay: global scope); drift reported, recreated on request"
+
+    def describe(self, args: DockerNetworkArgs) -> str:
+        return f"docker_network {args.name or 'inventory networks'}"
+
+    def plan(self, ctx: PlanContext, args: DockerNetworkArgs) -> Plan:
+        inv = ctx.inventory
+        if args.name is not None and args.name not in inv.networks:
+            raise TaskError(
+                f"network {args.name!r} is not in the inventory (networks: {', '.join(inv.networks) or 'none'})",
+                fix="add it under 'networks:' in the inventory or fix the name",
+            )
+        wanted = {args.name: inv.networks[args.name]} if args.name else dict(inv.networks)
+        if not wanted:
+            return NoOp("the inventory defines no networks")
+        d = ctx.facts.docker
+        if not d.active:
+            raise TaskError(f"{ctx.host}: Docker is not running ({d.state})", fix="run the docker_daemon task first")
+        all_facts = {**ctx.all_facts, ctx.host: ctx.facts}
+        changes: list[Change] = []
+        same: list[str] = []
+        problems: list[str] = []
+        for name, net in wanted.items():
+            have = d.network(name)
+            if have is None:
+                if net.driver == "overlay" and not d.cluster_store and d.swarm_state != "active":
+                    raise TaskError(
+                        f"{ctx.host}: cannot create overlay network {name}: this Docker has no cluster store "
+                        "and is not in a swarm",
+                        fix="run the docker_daemon task first (playbooks/overlay.yml does)",
+                    )
+                elsewhere = [h for h, f in all_facts.items() if h != ctx.host and f.docker.network(name)]
+                if net.driver == "overlay" and elsewhere:
+                    raise TaskError(
+                        f"overlay network {name} exists on {', '.join(elsewhere)} but {ctx.host} does not see it: "
+                        f"{ctx.host}'s Docker does not share their cluster store",
+                        fix=f"restart Docker on {ctx.host} (systemctl restart docker) once the store is up; "
+                        "a dockerd that started while the store was down never finds it",
+                    )
+                cmd = create_command(name, net)
+                changes.append(
+                    Change(f"create network {name} ({net.driver}, {net.subnet})", commands=[cmd], apply=_run([cmd]))
+                )
+                continue
+            diffs = drift(net, have)
+            if not diffs:
+                same.append(name)
+                continue
+            users = attached(all_facts, name)
+            who = "; ".join(f"{h}: {', '.join(cs)}" for h, cs in users.items()) or "none"
+            if not ctx.options.get("recreate_networks"):
+                problems.append(
+                    f"network {name} differs from the inventory: {'; '.join(diffs)}. "
+                    f"Recreating it would disconnect: {who}"
+                )
+                continue
+            cmd = create_command(name, net)
+            changes.append(
+                Change(
+                    f"recreate network {name}: {'; '.join(diffs)}",
+                    commands=[
+                        *[f"{h}: docker network disconnect -f {name} {c}" for h, cs in users.items() for c in cs],
+                        f"docker network rm {q(name)}",
+                        cmd,
+                    ],
+                    notes=[f"disconnects: {who}"] if users else [],
+                    apply=_recreate(name, users, cmd),
+                )
+            )
+        if problems:
+            raise TaskError("\n".join(problems), fix="pass --recreate-networks to recreate them (or fix the inventory)")
+        if not changes:
+            return NoOp(f"{', '.join(same)} exist with the inventory's settings")
+        return changes
+
+
+def _run(commands: list[str]) -> Callable[[ApplyContext], None]:
+    def apply(ctx: ApplyContext) -> None:
+        ctx.conn.check(" && ".join(commands), what="could not create the network")
+
+    return apply
+
+
+def _recreate(name: str, users: dict[str, list[str]], create: str) -> Callable[[ApplyContext], None]:
+    def apply(ctx: ApplyContext) -> None:
+        for host, containers in users.items():
+            conn = ctx.conn if host == ctx.host or ctx.connection_to is None else ctx.connection_to(host)
+            cmd = "; ".join(f"docker network disconnect -f {q(name)} {q(c)}" for c in containers)
+            conn.check(cmd, what=f"could not disconnect containers from {name}")
+        ctx.conn.check(f"docker network rm {q(name)} && {create}", what=f"could not recreate network {name}")
+
+    return apply

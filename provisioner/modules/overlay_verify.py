@@ -1,0 +1,298 @@
+"""``overlay_verify``: prove cross-host reachability over the overlay networks (a read-only check).
+
+Run once; it works on every docker host over the run's connections: checks the key-value store first,
+starts a probe container per host and overlay network, pings every other probe from each (N x N, with
+bounded retries; one round trip per host, hosts in parallel), renders the host x host matrix and
+removes the probes whatever happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from provisioner.connection.base import ShellConnection, q
+from provisioner.errors import ProvisionerError, TaskError
+from provisioner.inventory import Inventory
+from provisioner.modules.base import ApplyContext, Check, Module, ModuleArgs, NoOp, Plan, PlanContext, register
+from provisioner.modules.kv_store import backend_of, check_health, cluster_store_url
+
+T = TypeVar("T")
+
+PROBE_PREFIX = "prov-probe-"
+_MARK = "@@V@@"
+
+HINTS = (
+    "UDP 4789 (VXLAN data) or TCP/UDP 7946 (overlay control) blocked between the hosts",
+    "NAT between the hosts (the advertise address must be the address the other hosts reach)",
+    "an MTU too small for VXLAN's 50 extra bytes on the path between the hosts",
+    "a dockerd that started while the store was down: restart Docker on that host (systemctl restart docker)",
+    "the key-value store unreachable from a docker host",
+)
+
+
+class OverlayVerifyArgs(ModuleArgs):
+    # one network of the inventory; default: every overlay network in the inventory
+    network: str | None = None
+    # which hosts take part (host pattern); default: the docker group
+    hosts: str = "docker"
+
+
+@dataclass
+class Matrix:
+    network: str
+    hosts: list[str]
+    ips: dict[str, str] = field(default_factory=dict)
+    start_errors: dict[str, str] = field(default_factory=dict)
+    results: dict[tuple[str, str], bool] = field(default_factory=dict)
+
+    def failures(self) -> list[str]:
+        out = [f"{h}: probe did not start: {e}" for h, e in self.start_errors.items()]
+        for (src, dst), ok in sorted(self.results.items()):
+            if not ok:
+                out.append(f"{src} -> {dst} ({self.ips.get(dst, '?')}) over {self.network}: no reply")
+        return out
+
+    def render(self) -> str:
+        width = max(6, *(len(h) for h in self.hosts)) + 2
+        lines = [
+            f"{self.network}: ping from (row) to (column)",
+            " " * width + "".join(h.ljust(width) for h in self.hosts),
+        ]
+        for src in self.hosts:
+            cells = []
+            for dst in self.hosts:
+                if src == dst:
+                    cells.append("-")
+                elif src in self.start_errors or dst in self.start_errors:
+                    cells.append("n/a")
+                else:
+                    cells.append("ok" if self.results.get((src, dst)) else "FAIL")
+            lines.append(src.ljust(width) + "".join(c.ljust(width) for c in cells))
+        return "\n".join(line.rstrip() for line in lines)
+
+
+def probe_name(network: str) -> str:
+    return f"{PROBE_PREFIX}{network}"
+
+
+def start_script(networks: list[str], image: str, lifetime: int) -> str:
+    lines = []
+    for net in networks:
+        n = q(probe_name(net))
+        fmt = q(f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}')
+        lines.append(
+            f"docker rm -f {n} >/dev/null 2>&1; "
+            f"if out=$(docker run -d --rm --network {q(net)} --name {n} {q(image)} sleep {lifetime} 2>&1); "
+            f'then echo "{_MARK} {net} ok $(docker inspect -f {fmt} {n})"; '
+            f'else echo "{_MARK} {net} err $(printf \'%s\' "$out" | tail -n 1)"; fi'
+        )
+    return "\n".join(lines) + "\n"
+
+
+def ping_script(targets: list[tuple[str, str, str]], count: int, timeout: float, retries: int) -> str:
+    """targets: (network, target host, target ip); pings run in parallel, each retried ``retries`` times."""
+    lines = [
+        "p() { i=0; while :; do "
+        f'if docker exec "$1" ping -c {count} -W {max(1, round(timeout))} "$2" >/dev/null 2>&1; '
+        f'then echo "{_MARK} $3 $4 ok"; return; fi; '
+        f'i=$((i+1)); [ $i -gt {retries} ] && break; sleep 1; done; echo "{_MARK} $3 $4 FAIL"; }}'
+    ]
+    for net, host, ip in targets:
+        lines.append(f"p {q(probe_name(net))} {q(ip)} {q(net)} {q(host)} &")
+    lines.append("wait")
+    return "\n".join(lines) + "\n"
+
+
+def cleanup_command(networks: list[str]) -> str:
+    return "docker rm -f " + " ".join(q(probe_name(n)) for n in networks) + " >/dev/null 2>&1; true"
+
+
+def _marked(stdout: str) -> list[list[str]]:
+    return [line.split(" ", 3)[1:] for line in stdout.splitlines() if line.startswith(_MARK + " ")]
+
+
+@register
+class OverlayVerifyModule(Module[OverlayVerifyArgs]):
+    name = "overlay_verify"
+    Args = OverlayVerifyArgs
+    summary = "ping matrix between probe containers on every docker host over the overlay networks (read-only)"
+
+    def describe(self, args: OverlayVerifyArgs) -> str:
+        return f"overlay_verify {args.network or 'overlay networks'}"
+
+    def plan(self, ctx: PlanContext, args: OverlayVerifyArgs) -> Plan:
+        networks = networks_to_verify(ctx.inventory, args.network)
+        if not networks:
+            return NoOp("the inventory defines no overlay networks")
+        hosts = _hosts(ctx.inventory, args.hosts)
+        return Check(
+            f"ping matrix over {', '.join(networks)} between {', '.join(hosts)}",
+            lambda actx: run_verify(actx, networks, hosts),
+        )
+
+
+def networks_to_verify(inventory: Inventory, network: str | None) -> list[str]:
+    if network is not None:
+        if network not in inventory.networks:
+            raise TaskError(
+                f"network {network!r} is not in the inventory (networks: {', '.join(inventory.networks) or 'none'})",
+                fix="give one of the inventory's networks",
+            )
+        return [network]
+    return [n for n, net in inventory.networks.items() if net.driver == "overlay"]
+
+
+def _hosts(inventory: Inventory, pattern: str) -> list[str]:
+    try:
+        return inventory.resolve_pattern(pattern)
+    except ValueError as e:
+        raise TaskError(f"overlay_verify hosts: {e}", fix="name the docker hosts' group, e.g. hosts: docker") from e
+
+
+def _store_problem(ctx: ApplyContext) -> str | None:
+    inv = ctx.inventory
+    b = backend_of(inv)
+    down: list[str] = []
+    for host in inv.kv_store.hosts:
+
+        def conn(h: str = host) -> ShellConnection:
+            if h == ctx.host or ctx.connection_to is None:
+                return ctx.conn
+            return ctx.connection_to(h)
+
+        try:
+            why = check_health(conn, inv, host)
+        except ProvisionerError as e:
+            why = str(e)
+        if why is not None:
+            down.append(f"{host}: {why}")
+    healthy = len(inv.kv_store.hosts) - len(down)
+    if healthy * 2 > len(inv.kv_store.hosts):
+        return None
+    return (
+        f"the {b.name} store ({cluster_store_url(inv)}) is not healthy, and overlay networking depends on it:\n"
+        + "\n".join(f"    {d}" for d in down)
+    )
+
+
+def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> str:
+    inv = ctx.inventory
+    store = _store_problem(ctx)
+    if store is not None:
+        raise TaskError(
+            store,
+            fix=f"start the store container ({backend_of(inv).container}) on "
+            f"{', '.join(inv.kv_store.hosts)} (`docker start {backend_of(inv).container}` there, or apply "
+            "playbooks/overlay.yml), then restart Docker on the docker hosts if it started while the store was down",
+        )
+
+    def conn_of(host: str) -> ShellConnection:
+        if host == ctx.host or ctx.connection_to is None:
+            return ctx.conn
+        return ctx.connection_to(host)
+
+    v = inv.verify
+    per_try = v.ping_count + v.timeout + 1
+    lifetime = int((v.retries + 1) * per_try + 120)
+    matrices = {n: Matrix(n, list(hosts)) for n in networks}
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts)), thread_name_prefix="verify") as pool:
+        try:
+            ctx.log(f"starting probes on {len(hosts)} hosts")
+            started = dict(
+                zip(hosts, pool.map(_each(conn_of, _start(networks, v.image, lifetime)), hosts), strict=True)
+            )
+            for host, out in started.items():
+                if isinstance(out, str):
+                    for m in matrices.values():
+                        m.start_errors[host] = out
+                    continue
+                for net, status, rest in out:
+                    if status == "ok" and rest.strip():
+                        matrices[net].ips[host] = rest.strip()
+                    else:
+                        matrices[net].start_errors[host] = rest.strip() or "no IP address on the network"
+            plans = {
+                h: [(n, t, m.ips[t]) for n, m in matrices.items() if h in m.ips for t in hosts if t != h and t in m.ips]
+                for h in hosts
+            }
+            ctx.log("pinging every probe from every other host")
+            timeout = (v.retries + 1) * per_try * 2 + 30
+            script_of = {h: ping_script(plans[h], v.ping_count, v.timeout, v.retries) for h in hosts}
+
+            def ping(host: str) -> list[list[str]] | str:
+                if not plans[host]:
+                    return []
+                res = conn_of(host).run("sh -s", sudo=True, stdin=script_of[host].encode(), timeout=timeout)
+                return _marked(res.stdout)
+
+            for host, out in zip(hosts, pool.map(_guarded(ping), hosts), strict=True):
+                if isinstance(out, str):
+                    for n, t, _ in plans[host]:
+                        matrices[n].results[(host, t)] = False
+                    continue
+                for net, target, status in out:
+                    matrices[net].results[(host, target)] = status.strip() == "ok"
+                for n, t, _ in plans[host]:
+                    matrices[n].results.setdefault((host, t), False)
+        finally:
+            cleanup = cleanup_command(networks)
+            list(pool.map(_guarded(lambda h: conn_of(h).run(cleanup, sudo=True, timeout=60).rc), hosts))
+    rendered = "\n\n".join(m.render() for m in matrices.values())
+    failures = [f for m in matrices.values() for f in m.failures()]
+    if not failures:
+        return f"all {len(hosts)} hosts reach each other over {', '.join(networks)}\n{rendered}"
+    hints = list(HINTS)
+    url = cluster_store_url(inv)
+    for h in hosts:
+        f = ctx.all_facts.get(h)
+        if f is not None and f.docker.active and f.docker.cluster_store != url:
+            hints.insert(0, f"{h}'s Docker uses cluster store {f.docker.cluster_store or '(none)'}, not {url}")
+    if any(
+        "No such image" in e or "Unable to find image" in e for m in matrices.values() for e in m.start_errors.values()
+    ):
+        hints.insert(0, f"the probe image {v.image} is missing: apply playbooks/overlay.yml (it loads it)")
+    raise TaskError(
+        "overlay check failed:\n"
+        + "\n".join(f"    {f}" for f in failures)
+        + "\n"
+        + rendered
+        + "\n  usual causes:\n"
+        + "\n".join(f"    - {h}" for h in hints),
+        fix="fix the first cause that applies, then run `provisioner verify -i INVENTORY` again",
+    )
+
+
+def _start(networks: list[str], image: str, lifetime: int) -> Callable[[ShellConnection], list[list[str]]]:
+    script = start_script(networks, image, lifetime)
+
+    def start(conn: ShellConnection) -> list[list[str]]:
+        res = conn.run("sh -s", sudo=True, stdin=script.encode(), timeout=120)
+        rows = [r + [""] * (3 - len(r)) for r in _marked(res.stdout)]
+        seen = {r[0] for r in rows}
+        for net in networks:
+            if net not in seen:
+                rows.append([net, "err", (res.output.strip().splitlines() or ["no output"])[-1]])
+        return rows
+
+    return start
+
+
+def _each(
+    conn_of: Callable[[str], ShellConnection], fn: Callable[[ShellConnection], list[list[str]]]
+) -> Callable[[str], list[list[str]] | str]:
+    return _guarded(lambda h: fn(conn_of(h)))
+
+
+def _guarded(fn: Callable[[str], T]) -> Callable[[str], T | str]:
+    """Errors on one host become that host's message instead of aborting the whole matrix."""
+
+    def call(host: str) -> T | str:
+        try:
+            return fn(host)
+        except ProvisionerError as e:
+            return str(e).splitlines()[0]
+
+    return call
