@@ -14,6 +14,7 @@ import fnmatch
 import ipaddress
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -158,6 +159,11 @@ def _local_path(kind: str, must_exist: bool) -> Callable[[Any, ValidationInfo], 
         base = (info.context or {}).get("base_dir")
         if not p.is_absolute():
             p = (Path(base) if base is not None else Path.cwd()) / p
+        policy = getattr(info, "data", None) and info.data.get("host_key_policy")
+        if kind == "known_hosts file" and policy == "strict" and not p.is_file():
+            raise invalid(f"known_hosts file {p} does not exist and host_key_policy is strict",
+                          f"record the host keys first (ssh-keyscan -H {_ADDRESSES} >> {p}) "
+                          "or set host_key_policy: accept-new")
         if must_exist and not p.is_file():
             rel = "" if Path(str(v)).expanduser().is_absolute() else " (relative paths start at the inventory's folder)"
             fix = _MISSING_FILE_FIX.get(kind, "check the path")
@@ -172,6 +178,9 @@ _MISSING_FILE_FIX = {
     "image archive": "create it with 'docker save IMAGE -o FILE', or remove image_archive to pull the image",
     "ssh config": "point ssh_config at an existing file, or set ssh_config: false",
 }
+
+# placeholder in a fix hint; load_inventory fills in the addresses written in the file
+_ADDRESSES = "ADDRESS..."
 
 KeyPath = Annotated[Path | None, PlainValidator(_local_path("private key", True))]
 KnownHostsPath = Annotated[Path | None, PlainValidator(_local_path("known_hosts file", False))]
@@ -252,8 +261,8 @@ class ConnectionSettings(_Model):
     user: User = "root"
     port: Port = 22
     private_key: KeyPath = None
+    host_key_policy: HostKeyPolicy = "strict"  # before known_hosts: its check depends on the policy
     known_hosts: KnownHostsPath = None
-    host_key_policy: HostKeyPolicy = "strict"
     become: bool | None = None
     password: SecretStr | None = None
     key_passphrase: SecretStr | None = None
@@ -270,8 +279,8 @@ class Host(_Model):
     user: OptUser = None
     port: OptPort = None
     private_key: KeyPath = None
-    known_hosts: KnownHostsPath = None
     host_key_policy: HostKeyPolicy | None = None
+    known_hosts: KnownHostsPath = None
     become: bool | None = None
     password: SecretStr | None = None
     key_passphrase: SecretStr | None = None
@@ -584,4 +593,10 @@ def load_inventory(path: Path | str) -> Inventory:
     try:
         return Inventory.model_validate(doc.data, context=context)
     except ValidationError as exc:
-        raise InputError(problems_from_validation(doc, exc, Inventory)) from exc
+        problems = problems_from_validation(doc, exc, Inventory)
+        hosts = doc.data.get("hosts")
+        addresses = [str(h["address"]) for h in hosts.values() if isinstance(h, dict) and "address" in h] \
+            if isinstance(hosts, dict) else []
+        if addresses:
+            problems = [replace(p, fix=p.fix.replace(_ADDRESSES, " ".join(addresses))) for p in problems]
+        raise InputError(problems) from exc

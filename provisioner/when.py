@@ -13,7 +13,7 @@ Grammar::
     literal    := 'text' | "text" | number | true | false | null | [literal, ...]
 
 A bare path is true when its value is truthy. A path that does not exist evaluates as None. When both
-sides of a comparison look like versions ("20.10.24+dfsg1", "20.10") they compare as versions. Values
+sides of a comparison look like versions ("20.10.24+dfsg1", "20.10", "12") they compare as versions. Values
 that cannot be ordered against each other (None < 3) make the comparison false rather than fail.
 """
 
@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-_VERSION = re.compile(r"^v?(\d+(?:\.\d+)+)(?:[-+~].*)?$")
+_VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:[-+~].*)?$")
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<num>-?\d+(?:\.\d+)?(?![\w.]))
