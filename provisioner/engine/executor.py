@@ -184,16 +184,16 @@ class Executor:
     def run(self, playbook: Playbook) -> RunReport:
         start = time.monotonic()
         try:
-            if self.lock_spec is not None:
-                try:
-                    self._take_lock(self.lock_spec)
-                except ProvisionerError as e:
-                    # nothing was touched: report why the run did not start
-                    if isinstance(e, ConnectError):
-                        self._mark_unreachable(self.lock_spec.host, str(e))
-                    self.report.error = f"could not take the cluster lock: {e}"
-                    return self.report
             self._register_watches(playbook.plays)
+            hosts = list(dict.fromkeys(h for p in playbook.plays for h in p.hosts if self._in_limit(h)))
+            # connect and gather facts everywhere while the lock is being taken; if the lock was held by
+            # another run, what we gathered may be outdated: it is gathered again under the lock
+            lock = self._pool.submit(self._take_lock, self.lock_spec) if self.lock_spec else None
+            self._map(self._prepare, hosts)
+            if lock is not None and not self._lock_taken(lock.result()):
+                return self.report
+            if not self.preflight(playbook, hosts):
+                return self.report
             for play in playbook.plays:
                 if not self.run_play(play):
                     break
@@ -202,10 +202,74 @@ class Executor:
             self.close()
         return self.report
 
-    def _take_lock(self, spec: LockSpec) -> None:
-        lock = RunLock(self.connection(spec.host), this_run(spec.command))
-        lock.acquire(spec.timeout, break_lock=spec.break_lock, warn=lambda m: self.events.log(spec.host, m))
+    def _in_limit(self, host: str) -> bool:
+        return self.limit is None or host in self.limit
+
+    def _take_lock(self, spec: LockSpec | None) -> ProvisionerError | bool:
+        """Take the cluster lock; returns whether it had to wait, or the error that stopped it."""
+        assert spec is not None
+        try:
+            lock = RunLock(self.connection(spec.host), this_run(spec.command))
+            waited = lock.acquire(
+                spec.timeout, break_lock=spec.break_lock, warn=lambda m: self.events.log(spec.host, m)
+            )
+        except ProvisionerError as e:
+            return e
         self._lock = lock
+        return waited
+
+    def _lock_taken(self, outcome: ProvisionerError | bool) -> bool:
+        assert self.lock_spec is not None
+        if isinstance(outcome, ProvisionerError):
+            # nothing was touched: report why the run did not start
+            if isinstance(outcome, ConnectError):
+                self._mark_unreachable(self.lock_spec.host, str(outcome))
+            self.report.error = f"could not take the cluster lock: {outcome}"
+            return False
+        if outcome:
+            for st in self._hosts.values():
+                st.stale = True
+        return True
+
+    def preflight(self, playbook: Playbook, hosts: Sequence[str]) -> bool:
+        """Ask every task whether it can work on each of its hosts, before anything is changed.
+
+        A refusal stops the whole run with nothing touched; each reason names the host and, where
+        there is one, the alternative that would work there.
+        """
+        self._map(self._prepare, hosts)  # no-op unless facts went stale while waiting for the lock
+        problems: dict[str, list[str]] = {}
+        for play in playbook.plays:
+            for task in [*play.tasks, *play.handlers]:
+                mod = self._modules[task.module]
+                for host in play.hosts:
+                    st = self._state(host)
+                    if not self._in_limit(host) or st.dead or st.facts is None:
+                        continue
+                    ctx = self._plan_context(host)
+                    for reason in mod.preflight(ctx, task.args):
+                        if reason not in problems.setdefault(host, []):
+                            problems[host].append(reason)
+        problems = {h: r for h, r in problems.items() if r}
+        if not problems:
+            return True
+        for host, reasons in problems.items():
+            self._record(TaskResult("preflight", "preflight", "preflight", host, "failed", "\n".join(reasons)))
+        self.report.error = "preflight refused the run; nothing was changed on any host:\n" + "\n".join(
+            f"  {host}: {reason}" for host, reasons in problems.items() for reason in reasons
+        )
+        return False
+
+    def _plan_context(self, host: str) -> PlanContext:
+        st = self._state(host)
+        assert st.facts is not None
+        return PlanContext(
+            host=host,
+            facts=st.facts,
+            inventory=self.inventory,
+            all_facts={h: s.facts for h, s in self._hosts.items() if s.facts is not None},
+            options=self.options,
+        )
 
     def close(self) -> None:
         if self._lock is not None:
@@ -358,14 +422,7 @@ class Executor:
 
                 if not parse(task.when).evaluate(facts.model_dump()):
                     return result("skipped", f"when: {task.when} is false")
-            ctx = PlanContext(
-                host=host,
-                facts=facts,
-                inventory=self.inventory,
-                all_facts={h: s.facts for h, s in self._hosts.items() if s.facts is not None},
-                options=self.options,
-            )
-            plan = self._modules[task.module].plan(ctx, task.args)
+            plan = self._modules[task.module].plan(self._plan_context(host), task.args)
         except ConnectError as e:
             self._mark_unreachable(host, str(e))
             return result("unreachable", str(e))

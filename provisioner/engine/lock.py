@@ -110,9 +110,11 @@ class RunLock:
 
     def acquire(
         self, timeout: float, *, break_lock: bool = False, warn: Callable[[str], None] = lambda _m: None
-    ) -> None:
+    ) -> bool:
+        """Take the lock; True when another run held it first (what was read before may be outdated)."""
         deadline = time.monotonic() + max(0.0, timeout)
         owner = self._try(break_lock)
+        waited = owner is not None
         while owner is not None:
             if is_stale(owner):
                 warn(f"taking over a stale run lock on {self.conn.host}: {describe(owner)} (that process is gone)")
@@ -127,6 +129,7 @@ class RunLock:
                 )
             time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
             owner = self._try(False)
+        return waited
 
     def release(self) -> None:
         if not self.held:

@@ -124,6 +124,14 @@ class Module(Generic[A]):
         """Default task name when the playbook gives none."""
         return self.name
 
+    def preflight(self, ctx: PlanContext, args: A) -> list[str]:
+        """Reasons this task cannot work on this host, each with the alternative that would.
+
+        Called for every task and host with the first facts, before anything changes anywhere; any
+        reason stops the whole run. Pure, like plan().
+        """
+        return []
+
 
 _REGISTRY: dict[str, type[Module[Any]]] = {}
 

@@ -284,3 +284,29 @@ def test_exclusive_changes_roll_one_host_at_a_time_and_stop_at_first_failure(
     assert seen == ["h1", "h2", "h3"]  # inventory order, h4 never touched
     assert report.hosts["h4"].results[0].status == "failed"
     assert "h3 failed first" in report.hosts["h4"].results[0].message
+
+
+def test_preflight_refusal_stops_the_run_before_any_change(inventory: Inventory, tmp_path: Path) -> None:
+    from provisioner.modules.base import Module, ModuleArgs, NoOp, PlanContext, register
+
+    class PickyArgs(ModuleArgs):
+        pass
+
+    class Picky(Module[PickyArgs]):
+        name = "test_picky"
+        Args = PickyArgs
+
+        def preflight(self, ctx: PlanContext, args: PickyArgs) -> list[str]:
+            return ["engine too new; use swarm mode"] if ctx.host == "h4" else []
+
+        def plan(self, ctx: PlanContext, args: PickyArgs) -> NoOp:
+            return NoOp("fine")
+
+    register(Picky)
+    cluster = Cluster()
+    play = FILE_PLAY + "- name: later\n  hosts: web\n  tasks:\n    - test_picky: {}\n"
+    report = run(inventory, tmp_path, play, cluster)
+    assert not report.ok and "h4: engine too new; use swarm mode" in report.error
+    # the file task of the first play did not run anywhere: preflight covers the whole playbook
+    assert all("/etc/motd" not in cluster.files[h] for h in HOSTS)
+    assert report.hosts["h4"].results[0].module == "preflight"
