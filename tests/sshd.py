@@ -5,8 +5,9 @@ its own host key, an ``authorized_keys`` holding generated client keys (ed25519,
 protected by a passphrase), root login by key, and password login for the test users. It waits until
 the server answers with an SSH banner and is stopped by its pid.
 
-``sudo_users()`` creates (only if missing) ``provtest``, a non-root user with passwordless sudo, and
-``provtest-nosudo``, a user sudo asks a password from; it removes what it added on exit.
+``sudo_users()`` creates (only if missing) ``provtest``, a non-root user with passwordless sudo,
+``provtest-nosudo``, a user sudo asks a password from, and a password-login user; it removes what it
+added on exit.
 
 Use the ``sshd`` fixture (module scope: one server per test module)::
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 SSHD = "/usr/sbin/sshd"
 SUDO_USER = "provtest"
 NOSUDO_USER = "provtest-nosudo"
+PASSWORD_USER = "password"  # key in Sshd.users of the per-process password-login user
 KEY_PASSPHRASE = "correct horse battery staple"
 
 
@@ -234,21 +236,34 @@ def _user_exists(name: str) -> bool:
 
 @contextlib.contextmanager
 def sudo_users() -> Iterator[dict[str, TestUser]]:
-    """provtest (passwordless sudo) and provtest-nosudo; only what this call added is removed."""
+    """Test users; only what this call added is removed.
+
+    ``provtest`` (passwordless sudo) and ``provtest-nosudo`` (sudo wants a password) are shared by
+    concurrent test runs, so they get no password at all (hash ``*``: no password login, but not
+    locked, so key logins work). Password logins use a user of this process only, ``provpw-<pid>``,
+    so that no other run can change its password underneath.
+    """
     if os.geteuid() != 0:
         pytest.skip("creating test users needs root")
     if shutil.which("sudo") is None:
         _run("apt-get", "install", "-y", "-q", "sudo")
     created: list[str] = []
     sudoers = Path(f"/etc/sudoers.d/{SUDO_USER}-{os.getpid()}")
-    users = {name: TestUser(name, secrets.token_urlsafe(18)) for name in (SUDO_USER, NOSUDO_USER)}
+    pw_user = f"provpw-{os.getpid()}"
+    users = {
+        SUDO_USER: TestUser(SUDO_USER, ""),
+        NOSUDO_USER: TestUser(NOSUDO_USER, ""),
+        PASSWORD_USER: TestUser(pw_user, secrets.token_urlsafe(18)),
+    }
     try:
         for user in users.values():
             if not _user_exists(user.name):
                 _run("useradd", "--create-home", "--shell", "/bin/sh", user.name)
                 created.append(user.name)
-            # a password unlocks the account (sshd refuses even key logins to locked accounts)
-            _run("chpasswd", stdin=f"{user.name}:{user.password}\n")
+            if user.password:
+                _run("chpasswd", stdin=f"{user.name}:{user.password}\n")
+            else:
+                _run("usermod", "--password", "*", user.name)
         sudoers.write_text(f"{SUDO_USER} ALL=(ALL) NOPASSWD: ALL\n")
         sudoers.chmod(0o440)
         _run("visudo", "-c", "-q", "-f", str(sudoers))

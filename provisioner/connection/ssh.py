@@ -472,37 +472,47 @@ def _network_error(host: str, ep: Endpoint, exc: BaseException, timeout: float) 
     )
 
 
-def _load_key(host: str, ep: Endpoint, path: Path, passphrase: str | None) -> paramiko.PKey | None:
-    what = f"private key {path}" + (f" for {ep.label}" if ep.jump else "")
+def _read_key(path: Path, passphrase: str | None) -> paramiko.PKey:
+    secret = cast(Any, passphrase.encode() if passphrase is not None else None)
     try:
-        return paramiko.PKey.from_path(path, passphrase)
+        return paramiko.PKey.from_path(path, secret)
+    except TypeError:
+        if passphrase is None:
+            raise
+        # a passphrase set for every host, and this key is not encrypted
+        return paramiko.PKey.from_path(path, None)
+
+
+def _load_key(host: str, ep: Endpoint, path: Path, passphrase: str | None) -> paramiko.PKey | None:
+    """Load one identity; a default or config identity that cannot be used is skipped (None)."""
+    what = f"private key {path}" + (f" for {ep.label}" if ep.jump else "")
+    problem: tuple[str, str]
+    try:
+        return _read_key(path, passphrase)
     except FileNotFoundError as exc:
         if not ep.identities_required:
             return None
         raise ConnectError(host, f"{what} does not exist", "fix private_key in the inventory") from exc
     except PermissionError as exc:
         raise ConnectError(host, f"{what} is not readable", "check the file's owner and mode") from exc
-    except paramiko.PasswordRequiredException as exc:
-        if not ep.identities_required:
-            return None
-        raise ConnectError(
-            host,
+    except (paramiko.PasswordRequiredException, TypeError) as exc:
+        cause: Exception = exc
+        problem = (
             f"{what} is encrypted and no passphrase was given",
             "set key_passphrase for the host, or load the key into ssh-agent (ssh-add)",
-        ) from exc
-    except (paramiko.SSHException, ValueError, TypeError) as exc:
-        bad_pass = passphrase is not None and ("decrypt" in str(exc).lower() or "password" in str(exc).lower())
-        if not ep.identities_required and not bad_pass:
-            return None
-        if bad_pass:
-            raise ConnectError(host, f"cannot decrypt {what}: wrong passphrase", "check key_passphrase") from exc
-        raise ConnectError(
-            host,
-            f"cannot load {what}: {type(exc).__name__}",
-            "use an OpenSSH or PEM ed25519, ecdsa or rsa private key",
-        ) from exc
+        )
+    except (paramiko.SSHException, ValueError) as exc:
+        cause = exc
+        if passphrase is not None:
+            problem = (f"cannot decrypt {what}: wrong passphrase, or not a private key", "check key_passphrase")
+        else:
+            problem = (f"cannot load {what}: not a private key", "use an OpenSSH or PEM private key")
     except UnknownKeyType as exc:
-        raise ConnectError(host, f"{what} has an unsupported key type", "use ed25519, ecdsa or rsa") from exc
+        cause = exc
+        problem = (f"{what} has an unsupported key type", "use an ed25519, ecdsa or rsa key")
+    if not ep.identities_required:
+        return None
+    raise ConnectError(host, *problem) from cause
 
 
 def _authenticate(t: paramiko.Transport, host: str, ep: Endpoint, password: str | None, passphrase: str | None) -> None:
@@ -693,10 +703,22 @@ class SSHConnection(ShellConnection):
     def _open_channel(self, kind: str, cmd: str, dest: tuple[str, int] | None = None) -> paramiko.Channel:
         if self._closed:
             raise self._lost(f"(connection already closed) before: {cmd}")
+        timeout = self.target.connect_timeout
+        deadline = time.monotonic() + timeout
+        pause = 0.005
         try:
-            if kind == "session":
-                return self._transport.open_session(timeout=self.target.connect_timeout)
-            return self._transport.open_channel(kind, dest, ("127.0.0.1", 0), timeout=self.target.connect_timeout)
+            if kind != "session":
+                return self._transport.open_channel(kind, dest, ("127.0.0.1", 0), timeout=timeout)
+            while True:
+                try:
+                    return self._transport.open_session(timeout=timeout)
+                except paramiko.ChannelException:
+                    # sshd frees a session slot only after it has processed our close of an earlier
+                    # channel; right after one closes, the next open can be refused for a moment
+                    if time.monotonic() + pause > deadline:
+                        raise
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.2)
         except paramiko.ChannelException as exc:
             raise RemoteError(
                 self.host,
