@@ -38,7 +38,9 @@ class Problem:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        field = f" {self.field}:" if self.field else ""
+        # a key with control characters in it is itself the mistake: show it escaped
+        name = self.field if self.field.isprintable() else repr(self.field)
+        field = f" {name}:" if self.field else ""
         text = f"{where}:{field} {self.message}"
         if self.fix:
             text += f"\n    fix: {self.fix}"

@@ -61,7 +61,7 @@ def _safe_name(kind: str) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if not isinstance(v, str):
             raise invalid(f"{kind} name must be text, got {v!r}", f"quote the {kind} name")
-        if not _SAFE_NAME.match(v):
+        if not _SAFE_NAME.fullmatch(v):
             cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", v).strip("-._")[:63] or "name1"
             raise invalid(
                 f"unsafe {kind} name {v!r}: only letters, digits, '_', '.', '-' are allowed "
@@ -79,7 +79,7 @@ def _interface(v: Any) -> str:
     if len(v) > 15:
         raise invalid(f"interface name {v!r} is {len(v)} characters; Linux allows at most 15",
                       "use the name shown by 'ip -br link' on the host")
-    if not _IFACE.match(v) or v in (".", ".."):
+    if not _IFACE.fullmatch(v) or v in (".", ".."):
         raise invalid(f"invalid interface name {v!r}: only letters, digits, '_', '.', '-' are allowed",
                       "use the name shown by 'ip -br link' on the host, e.g. eth0 or ens3")
     return v
@@ -109,7 +109,7 @@ def _address(v: Any) -> str:
                       "write four numbers 0-255 separated by dots, e.g. 192.168.115.21")
     if ":" in v:
         raise invalid(f"{v!r} is not a valid IPv6 address", "write e.g. 2001:db8::21 (no brackets, no port)")
-    if len(v) > 253 or not all(_DNS_LABEL.match(label) for label in v.rstrip(".").split(".")):
+    if len(v) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in v.rstrip(".").split(".")):
         raise invalid(f"{v!r} is neither an IP address nor a valid DNS name / ssh-config alias",
                       "write an IP address (192.168.115.21) or a host name (host1.example.com), no spaces or ports")
     return str(v)
@@ -189,7 +189,7 @@ SshConfigPath = Annotated[Path | None, PlainValidator(_local_path("ssh config", 
 
 
 def _remote_path(v: Any) -> str:
-    if not isinstance(v, str) or not _REMOTE_PATH.match(v) or "/../" in v + "/":
+    if not isinstance(v, str) or not _REMOTE_PATH.fullmatch(v) or "/../" in v + "/":
         raise invalid(f"{v!r} is not an absolute path on the host (letters, digits, . _ / @ + - only)",
                       "write an absolute path such as /etc/docker/daemon.json")
     return v

@@ -46,7 +46,7 @@ class FileArgs(ModuleArgs):
     @field_validator("owner")
     @classmethod
     def _owner(cls, v: str | None) -> str | None:
-        if v is not None and not _OWNER.match(v):
+        if v is not None and not _OWNER.fullmatch(v):
             raise ValueError("must be 'user' or 'user:group' with plain POSIX names")
         return v
 
