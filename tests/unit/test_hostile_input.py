@@ -49,11 +49,11 @@ def test_names_that_pass_validation_are_plain_tokens(tmp_path: Path, name: str) 
         group = name if field == "group" else "g"
         net = name if field == "network" else "n"
         iface = name if field == "iface" else "eth0"
+        h, g, i, n = _yaml(host), _yaml(group), _yaml(iface), _yaml(net)
         inv.write_text(
-            "connection: {private_key: %s, host_key_policy: accept-new}\n"
-            "hosts:\n  %s: {address: 198.18.0.2, groups: [%s], advertise_interface: %s}\n"
-            "kv_store: {hosts: [%s]}\nnetworks:\n  %s: {subnet: 198.19.0.0/24}\n"
-            % (key, _yaml(host), _yaml(group), _yaml(iface), _yaml(host), _yaml(net))
+            f"connection: {{private_key: {key}, host_key_policy: accept-new}}\n"
+            f"hosts:\n  {h}: {{address: 198.18.0.2, groups: [{g}], advertise_interface: {i}}}\n"
+            f"kv_store: {{hosts: [{h}]}}\nnetworks:\n  {n}: {{subnet: 198.19.0.0/24}}\n"
         )
         try:
             load_inventory(inv)
