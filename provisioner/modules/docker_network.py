@@ -44,7 +44,7 @@ def drift(net: Network, have: NetworkFact) -> list[str]:
 
     def differs(what: str, have_v: object, want_v: object) -> None:
         if have_v != want_v:
-            out.append(f"{what}: {have_v or '(none)'} on the host, {want_v or '(none)'} in the inventory")
+            out.append(f"{what}: {_shown(have_v)} on the host, {_shown(want_v)} in the inventory")
 
     differs("driver", have.driver, net.driver)
     differs("subnet", ", ".join(have.subnets), str(net.subnet))
@@ -58,6 +58,10 @@ def drift(net: Network, have: NetworkFact) -> list[str]:
     for k, v in sorted(want_opts.items()):
         differs(f"option {k}", have.options.get(k, ""), v)
     return out
+
+
+def _shown(v: object) -> str:
+    return "(none)" if v in ("", None) else str(v)
 
 
 def attached(all_facts: Mapping[str, HostFacts], name: str) -> dict[str, list[str]]:
