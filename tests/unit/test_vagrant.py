@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,15 +98,10 @@ def test_inventory_hosts_match_vagrantfile(lab: VagrantLab, inventory: dict[str,
     assert all("user" not in host for host in hosts.values())
 
 
-def test_inventory_advertises_the_private_network_interface(
-    lab: VagrantLab, inventory: dict[str, Any]
-) -> None:
+def test_inventory_advertises_the_private_network_interface(lab: VagrantLab, inventory: dict[str, Any]) -> None:
     assert lab.interface != "eth0", "eth0 is Vagrant's NAT/management interface, not the private network"
     assert inventory["docker"]["advertise_interface"] == lab.interface
-    assert all(
-        host.get("advertise_interface", lab.interface) == lab.interface
-        for host in inventory["hosts"].values()
-    )
+    assert all(host.get("advertise_interface", lab.interface) == lab.interface for host in inventory["hosts"].values())
 
 
 def test_inventory_roles(inventory: dict[str, Any]) -> None:
@@ -142,6 +138,64 @@ def test_key_location_is_gitignored() -> None:
 def test_parser_refuses_what_it_cannot_read(broken: str) -> None:
     with pytest.raises(ValueError, match="Vagrantfile"):
         parse_vagrantfile(broken)
+
+
+# --- the real loader -----------------------------------------------------------------------------------
+
+
+def copy_inventory(tmp_path: Path, with_key: bool) -> Path:
+    """The inventory in a project-like tree, so its relative key path lands in tmp_path/.vagrant/."""
+    (tmp_path / "inventories").mkdir()
+    copy = tmp_path / "inventories" / INVENTORY.name
+    shutil.copy(INVENTORY, copy)
+    if with_key:
+        (tmp_path / ".vagrant").mkdir()
+        # The loader only checks that the key file exists; nothing connects in this test.
+        (tmp_path / ".vagrant" / ruby_constant("KEY_NAME")).write_text("dummy, never used to connect\n")
+    return copy
+
+
+def test_inventory_loads_and_resolves_like_the_vagrantfile(tmp_path: Path, lab: VagrantLab) -> None:
+    from provisioner.inventory import load_inventory
+
+    inv = load_inventory(copy_inventory(tmp_path, with_key=True))
+    assert set(inv.hosts) == set(lab.machines)
+    assert inv.groups()["docker"] == ["host1", "host2"]
+    assert [(name, addr) for name, addr, _ in inv.kv_endpoints()] == [("consul", lab.machines["consul"])]
+    for name, address in lab.machines.items():
+        conn = inv.connection_for(name)
+        assert (conn.address, conn.user, conn.port) == (address, lab.user, 22)
+        assert conn.become, "the vagrant user must reach root through sudo"
+        assert conn.private_key is not None and conn.known_hosts is not None
+        assert conn.private_key.resolve() == tmp_path.resolve() / ".vagrant" / ruby_constant("KEY_NAME")
+        assert conn.known_hosts.resolve() == tmp_path.resolve() / ".vagrant" / ruby_constant("KNOWN_HOSTS_NAME")
+        assert conn.host_key_policy == "accept-new"
+        assert conn.ssh_config is None
+        assert inv.advertise_interface(name) == lab.interface
+
+
+def test_readme_validate_command_passes(tmp_path: Path) -> None:
+    """`provisioner validate -i inventories/vagrant.yml`, as the README runs it after `vagrant up`."""
+    inventory = copy_inventory(tmp_path, with_key=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "provisioner", "validate", "-i", str(inventory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_inventory_without_vagrant_up_names_the_missing_key(tmp_path: Path) -> None:
+    from provisioner.errors import InputError
+    from provisioner.inventory import load_inventory
+
+    with pytest.raises(InputError) as caught:
+        load_inventory(copy_inventory(tmp_path, with_key=False))
+    message = str(caught.value)
+    assert "connection.private_key" in message
+    assert f".vagrant/{ruby_constant('KEY_NAME')} does not exist" in message
 
 
 # --- vagrant validate ---------------------------------------------------------------------------------
@@ -182,9 +236,7 @@ def run_vagrant(
         env["VAGRANT_DEFAULT_PROVIDER"] = provider
     if path_prefix:
         env["PATH"] = f"{path_prefix}{os.pathsep}{env['PATH']}"
-    return subprocess.run(  # noqa: S603 - fixed argv, no shell
-        [vagrant, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return subprocess.run([vagrant, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 def assert_validated(result: subprocess.CompletedProcess[str]) -> None:
@@ -233,9 +285,7 @@ def run_ruby(script: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
     if ruby is None or shutil.which("ssh-keygen") is None:
         pytest.skip("ruby or ssh-keygen missing (both come with Debian's vagrant and openssh-client)")
     prelude = f"require {str(PROJECT_KEY_RB)!r}\nkey = ProjectKey.new({str(state_dir)!r})\n"
-    return subprocess.run(  # noqa: S603 - fixed argv, no shell
-        [ruby, "-e", prelude + script], capture_output=True, text=True, timeout=60, check=True
-    )
+    return subprocess.run([ruby, "-e", prelude + script], capture_output=True, text=True, timeout=60, check=True)
 
 
 def test_project_key_is_created_once_and_kept(tmp_path: Path) -> None:
@@ -272,11 +322,9 @@ def test_forget_host_removes_only_that_host(tmp_path: Path) -> None:
 
 
 def test_provision_script_parses() -> None:
-    subprocess.run(["bash", "-n", str(PROVISION_SH)], check=True)  # noqa: S603
+    subprocess.run(["bash", "-n", str(PROVISION_SH)], check=True)
     if shutil.which("shellcheck"):
-        result = subprocess.run(  # noqa: S603
-            ["shellcheck", str(PROVISION_SH)], capture_output=True, text=True, check=False
-        )
+        result = subprocess.run(["shellcheck", str(PROVISION_SH)], capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stdout
 
 
@@ -295,9 +343,7 @@ def test_provision_script_refuses_a_bad_key_before_touching_anything(pubkey: str
         "PROVISIONER_ADDRESS": "192.168.115.21",
         "PROVISIONER_INTERFACE": "eth1",
     }
-    result = subprocess.run(  # noqa: S603
-        ["bash", str(PROVISION_SH)], env=env, capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(["bash", str(PROVISION_SH)], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 1
     assert message in result.stderr
     assert "fix:" in result.stderr
