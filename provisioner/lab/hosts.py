@@ -253,7 +253,7 @@ def memory_usage(client: docker.DockerClient, container: str) -> dict[str, int]:
     inactive page cache), read from its cgroup (this machine's engine only); {} when not readable."""
     try:
         cid = client.containers.get(container).id
-    except Exception:  # noqa: BLE001 - a measurement, never fatal
+    except Exception:
         return {}
     for base, usage_file in (
         (Path("/sys/fs/cgroup/memory/docker") / cid, "memory.usage_in_bytes"),  # cgroup v1
@@ -261,11 +261,14 @@ def memory_usage(client: docker.DockerClient, container: str) -> dict[str, int]:
     ):
         try:
             usage = int((base / usage_file).read_text())
-            stat = dict(line.split() for line in (base / "memory.stat").read_text().splitlines())
+            stat: dict[str, str] = {}
+            for line in (base / "memory.stat").read_text().splitlines():
+                k, _, v = line.partition(" ")
+                stat[k] = v
         except (OSError, ValueError):
             continue
-        rss = int(stat.get("total_rss", stat.get("anon", 0)))
-        inactive = int(stat.get("total_inactive_file", stat.get("inactive_file", 0)))
+        rss = int(stat.get("total_rss", stat.get("anon", "0")))
+        inactive = int(stat.get("total_inactive_file", stat.get("inactive_file", "0")))
         return {"usage": usage, "rss": rss, "working_set": usage - inactive}
     return {}
 
