@@ -277,6 +277,39 @@ def unlock(
 
 
 @app.command()
+def verify(
+    inventory: InventoryOpt,
+    network: Annotated[str | None, typer.Option("--network", help="only this inventory network")] = None,
+    hosts: Annotated[str, typer.Option("--hosts", help="hosts taking part (pattern)")] = "docker",
+    output: OutputOpt = Output.human,
+    junit: JunitOpt = None,
+) -> None:
+    """Cross-host ping matrix over the overlay networks; changes no configuration. Exit 1 unless all pairs ping."""
+
+    def body() -> int:
+        from provisioner.connect import ssh_connector
+        from provisioner.engine.executor import Executor
+        from provisioner.modules.overlay_verify import OverlayVerifyArgs
+        from provisioner.playbook import Play, Playbook, Task
+        from provisioner.report import LiveEvents
+
+        inv, _ = _load(inventory, None)
+        args = OverlayVerifyArgs(network=network, hosts=hosts)
+        try:
+            targets = inv.resolve_pattern(hosts)
+        except ValueError as e:
+            raise UsageError(f"--hosts {hosts!r}: {e}") from e
+        task = Task(name="ping matrix", module="overlay_verify", args=args, run_once=True)
+        play = Play(name="verify", hosts=targets, pattern=hosts, tasks=[task])
+        events = LiveEvents(_console(stderr=output is Output.json), show_diff=False, verbose=True)
+        ex = Executor(inv, ssh_connector(inv), check=False, events=events, mode="verify")
+        report = ex.run(Playbook(plays=[play], source=inventory))
+        return _finish(report, output, junit, plan=False)
+
+    _guard(body)
+
+
+@app.command()
 def facts(
     inventory: InventoryOpt,
     limit: LimitOpt = None,
