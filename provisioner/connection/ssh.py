@@ -712,10 +712,12 @@ class SSHConnection(ShellConnection):
             while True:
                 try:
                     return self._transport.open_session(timeout=timeout)
-                except paramiko.ChannelException:
+                except paramiko.SSHException:
                     # sshd frees a session slot only after it has processed our close of an earlier
-                    # channel; right after one closes, the next open can be refused for a moment
-                    if time.monotonic() + pause > deadline:
+                    # channel; right after one closes, the next open can be refused for a moment.
+                    # (paramiko keeps one "last error" per transport, so a refusal seen by several
+                    # threads at once can surface as a bare SSHException instead of ChannelException.)
+                    if not self._transport.is_active() or time.monotonic() + pause > deadline:
                         raise
                     time.sleep(pause)
                     pause = min(pause * 2, 0.2)
@@ -729,6 +731,15 @@ class SSHConnection(ShellConnection):
                 fix="check MaxSessions / AllowTcpForwarding in the host's sshd_config",
             ) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            if self._transport.is_active():
+                raise RemoteError(
+                    self.host,
+                    cmd,
+                    -1,
+                    str(exc),
+                    what="the SSH server did not open a channel",
+                    fix="check MaxSessions / AllowTcpForwarding in the host's sshd_config and its log",
+                ) from exc
             raise self._lost(f"before: {cmd}") from exc
 
     def _exec(self, cmd: str, stdin: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
