@@ -243,8 +243,10 @@ def lab_down(state_dir: Path | None = None, keep_image: bool = False, quiet: boo
             unmounted = safety.unmount_all([st.data_root, st.exec_root])
             if unmounted:
                 done.append(f"unmounted {len(unmounted)} leftover mounts")
-            shutil.rmtree(st.exec_root, ignore_errors=True)
-            if not keep_image and st.data_root:
+            # only ever delete below the state dir, whatever state.json says
+            if st.exec_root and Path(st.exec_root).resolve().is_relative_to(sd):
+                shutil.rmtree(st.exec_root, ignore_errors=True)
+            if not keep_image and st.data_root and Path(st.data_root).resolve().is_relative_to(sd):
                 shutil.rmtree(st.data_root, ignore_errors=True)
                 done.append(f"removed engine data {st.data_root}")
             for f in ("docker.sock", "dockerd.pid"):

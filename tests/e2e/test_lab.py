@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -143,6 +146,44 @@ def test_up_on_a_subnet_in_use_is_refused(tmp_path: Path) -> None:
     assert "198.18.3.0/24 is already in use" in text
     assert f"interface {bridge} (bridge) has {cidr}" in text and f"ip link delete {bridge}" in text
     assert not (tmp_path / "lab" / "docker.sock").exists()  # refused before any engine was started
+
+
+def _kill_lab_processes(state_dir: Path) -> int:
+    """SIGKILL, by pid, every process of this lab's engine (as when a session is stopped): container
+    inits first, then the shims, containerd and dockerd. Returns how many were killed."""
+    mine: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if f"{state_dir}/" in argv:
+                mine.append(int(proc.name))
+    inits = []
+    for pid in mine:
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            inits += [int(c) for c in children.read_text().split()]
+    for group in (inits, mine):
+        for pid in group:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(1)
+    return len(inits) + len(mine)
+
+
+def test_up_recovers_from_a_killed_engine(lab: LabInfo) -> None:
+    state = json.loads((STATE_DIR / "state.json").read_text())
+    assert _kill_lab_processes(STATE_DIR) >= 5  # 3 host inits, 3 shims, containerd, dockerd
+    assert not lab_engine.pid_is_our_dockerd(state["dockerd_pid"], state["data_root"])
+    # what a killed engine leaves in the kernel: its bridge (with the subnet's route) and mounts
+    links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True).stdout)
+    assert state["bridge"] in {link["ifname"] for link in links}
+    again = lab_up(hosts=3, subnet=SUBNET, state_dir=STATE_DIR)
+    assert again.hosts == lab.hosts
+    for name, address in again.hosts:
+        done = ssh(again, address, "hostname && systemctl is-active -q docker")
+        assert done.returncode == 0 and done.stdout.strip() == name, done.stderr
 
 
 def test_down_leaves_nothing_behind(lab: LabInfo) -> None:
