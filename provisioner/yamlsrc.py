@@ -17,6 +17,7 @@ import difflib
 import io
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarint import ScalarInt
@@ -129,7 +130,9 @@ def load_yaml(path: Path | str, what: str) -> YamlDoc:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
-        node = yaml.load(io.StringIO(text))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a reused anchor: legal YAML, the later one wins
+            node = yaml.load(io.StringIO(text))
     except DuplicateKeyError as exc:
         key = _duplicate_key_name(exc)
         first = exc.context_mark.line + 1 if exc.context_mark is not None else None
@@ -142,6 +145,10 @@ def load_yaml(path: Path | str, what: str) -> YamlDoc:
         raise _syntax_problem(name, text, exc) from exc
     except YAMLError as exc:
         raise _one(name, None, None, f"YAML error: {exc}", "fix the YAML syntax") from exc
+    except (TypeError, ValueError, RecursionError) as exc:
+        # the parser itself trips over e.g. a mapping used as a key ('? {a: 1}: x')
+        raise _one(name, None, None, f"unsupported YAML construct ({exc})",
+                   "use plain text as keys and avoid '?' complex keys and recursive aliases") from exc
 
     doc = YamlDoc(p, None)
     lc = getattr(node, "lc", None)
@@ -225,32 +232,54 @@ def _syntax_problem(file: str, text: str, exc: MarkedYAMLError) -> InputError:
     return _one(file, line, col, f"YAML syntax error: {problem}", fix)
 
 
-def _plain(node: Any, path: tuple[str, ...], doc: YamlDoc) -> Any:
+def _plain(node: Any, path: tuple[str, ...], doc: YamlDoc, active: frozenset[int] = frozenset()) -> Any:
     """Convert ruamel's round-trip types to plain Python, recording positions on the way."""
+    _check_tag(node, path, doc)
+    if isinstance(node, (CommentedMap, CommentedSeq)):
+        if id(node) in active:
+            raise InputError([doc.problem(path, "an alias refers to the mapping or list that contains it",
+                                          "replace the recursive alias (*name) with the values it should hold")])
+        active = active | {id(node)}
+        here = (node.lc.line + 1, node.lc.col + 1)
     if isinstance(node, CommentedMap):
         out: dict[Any, Any] = {}
         for key in node:
             value = node[key]
             skey = key if isinstance(key, str) else _plain_scalar(key)
+            if not isinstance(skey, (str, int, float, bool, type(None))):
+                raise InputError([Problem(doc.name, *(_position(node.lc.key, key) or here), dotted(path),
+                                          "unsupported YAML construct: a mapping or list used as a key",
+                                          "use plain text as keys and avoid '?' complex keys")])
             sub = (*path, str(skey))
-            kl, kc = node.lc.key(key)
-            doc.keys[sub] = (kl + 1, kc + 1)
-            try:
-                vl, vc = node.lc.value(key)
-                doc.values[sub] = (vl + 1, vc + 1)
-            except (KeyError, TypeError, IndexError):
-                doc.values[sub] = (kl + 1, kc + 1)
-            out[skey] = _plain(value, sub, doc)
+            # keys pulled in by a merge (<<: *defaults) have no position of their own here
+            kpos = _position(node.lc.key, key) or here
+            doc.keys[sub] = kpos
+            doc.values[sub] = _position(node.lc.value, key) or kpos
+            out[skey] = _plain(value, sub, doc, active)
         return out
     if isinstance(node, CommentedSeq):
         items: list[Any] = []
         for i, value in enumerate(node):
             sub = (*path, str(i))
-            il, ic = node.lc.item(i)
-            doc.values[sub] = doc.keys[sub] = (il + 1, ic + 1)
-            items.append(_plain(value, sub, doc))
+            doc.values[sub] = doc.keys[sub] = _position(node.lc.item, i) or here
+            items.append(_plain(value, sub, doc, active))
         return items
     return _plain_scalar(node)
+
+
+def _position(lookup: Any, key: Any) -> tuple[int, int] | None:
+    try:
+        line, col = lookup(key)
+    except (KeyError, TypeError, IndexError):
+        return None
+    return (line + 1, col + 1)
+
+
+def _check_tag(node: Any, path: tuple[str, ...], doc: YamlDoc) -> None:
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if isinstance(tag, str) and tag.startswith("!"):
+        raise InputError([doc.problem(path, f"unsupported YAML tag '{tag}'",
+                                      "remove the tag; plain values need none (quote text if needed)")])
 
 
 def _plain_scalar(value: Any) -> Any:
@@ -266,6 +295,8 @@ def _plain_scalar(value: Any) -> Any:
         return int(value)
     if isinstance(value, float):
         return float(value)
+    if isinstance(value, TaggedScalar):  # a standard tag such as !!str: the value is its text
+        return str(value.value)
     if isinstance(value, str):
         return str(value)
     if isinstance(value, datetime.date):
@@ -334,8 +365,8 @@ def _clean_loc(loc: Sequence[Any], data: Any, keep_last: bool) -> tuple[list[str
             on_key = True
             continue
         s = str(part)
-        if isinstance(node, dict) and s in node:
-            node = node[s]
+        if isinstance(node, dict) and any(str(k) == s for k in node):
+            node = next(v for k, v in node.items() if str(k) == s)
             out.append(s)
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from provisioner.errors import InputError, Problem
 from provisioner.inventory import Inventory, load_inventory
@@ -100,6 +102,13 @@ CASES = [
           hosts: [host1]
         """), "", 4, "duplicate key 'host1'", "remove or rename", column=3),
     Case("two-documents", "inventory", "hosts: {}\n---\nhosts: {}\n", "", 2, "more than one YAML document", "---"),
+    Case("unsupported-tag", "inventory", "hosts:\n  h: {address: !weird 10.1.1.1}\nkv_store: {hosts: [h]}\n",
+         "hosts.h.address", 2, "unsupported YAML tag '!weird'", "remove the tag", column=16),
+    Case("mapping-as-key", "inventory", "hosts:\n  ? {a: 1}\n  : {address: 10.1.1.1}\n", "hosts", 2,
+         "unsupported YAML construct", "plain text as keys"),
+    # found by fuzzing: the YAML parser itself raised TypeError here
+    Case("parser-trips-on-complex-key", "inventory", "networks:\nnetworks:\n ? n1: {subnet: 10.0.0.0/24}\n", "", None,
+         "unsupported YAML construct", "plain text as keys"),
     # ---------------------------------------------------------------- inventory keys and values
     Case("unknown-key-typo", "inventory", inv("""
         hosts:
@@ -651,3 +660,68 @@ def test_unreadable_paths(path: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert problem.file == path
     assert problem.fix
     assert "not found" in problem.message or "directory" in problem.message
+
+
+# ---------------------------------------------------------------------------------------------------
+# mutation fuzzing: whatever the edit, the only possible failure is an InputError
+
+FUZZ_PLAYBOOK = """\
+- name: main
+  hosts: [docker, "!host2"]
+  serial: 1
+  tasks:
+    - name: hello
+      echo: {message: hi, times: 2}
+      notify: again
+      when: docker.server_version >= "20.10"
+    - ping:
+  handlers:
+    - name: again
+      ping: null
+"""
+
+_TOKENS = [":", " ", "\t", "-", "- ", "'", '"', "{", "}", "[", "]", ",", "#", "&a", "*a", "!x", "<<: *a", "\n",
+           "  ", "?", "|", ">", "%", "@", "`", "0", "-1", "999999", "null", "true", "1.5", "\x00", "é", "all"]
+
+_edit = st.tuples(st.sampled_from(["insert", "delete", "replace", "dup-line"]), st.floats(0, 1), st.integers(1, 6),
+                  st.sampled_from(_TOKENS))
+
+
+def _mutate(text: str, edits: list[tuple[str, float, int, str]]) -> str:
+    for kind, where, size, token in edits:
+        pos = int(where * len(text))
+        if kind == "insert":
+            text = text[:pos] + token + text[pos:]
+        elif kind == "delete":
+            text = text[:pos] + text[pos + size:]
+        elif kind == "replace":
+            text = text[:pos] + token + text[pos + size:]
+        else:
+            lines = text.splitlines(keepends=True)
+            if lines:
+                i = min(int(where * len(lines)), len(lines) - 1)
+                lines.insert(i, lines[i])
+                text = "".join(lines)
+    return text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(_edit, min_size=1, max_size=4), which=st.sampled_from(["inventory", "playbook"]))
+def test_mutations_only_raise_input_errors(
+    edits: list[tuple[str, float, int, str]], which: str, tmp_path: Path, good_inventory: Inventory
+) -> None:
+    base = GOOD_INVENTORY + "networks:\n  n1: {subnet: 10.0.0.0/24, gateway: 10.0.0.1}\n"
+    text = _mutate(base if which == "inventory" else FUZZ_PLAYBOOK, edits)
+    path = tmp_path / f"fuzz-{which}.yml"
+    path.write_text(text, encoding="utf-8", errors="surrogateescape")
+    try:
+        if which == "inventory":
+            load_inventory(path)
+        else:
+            load_playbook(path, good_inventory, modules=MODULES)
+    except InputError as exc:
+        assert exc.problems
+        for p in exc.problems:
+            assert p.message and p.fix, p
+            assert p.line is None or p.line >= 1
+            assert p.column is None or p.column >= 1

@@ -248,3 +248,19 @@ def test_positions_fall_back_to_the_nearest_parent(tmp_path: Path) -> None:
     assert doc.where(("a", "b", 0, "c"), prefer="key") == (3, 7)
     assert doc.where(("a", "b", 0, "nope", "deeper")) == (3, 7)
     assert doc.where(("zzz",)) == (1, 1)
+
+
+def test_anchors_and_merge_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        hosts:
+          web1: &web {address: 198.18.0.11, groups: [docker, web], user: deploy}
+          web2:
+            <<: *web
+            address: 198.18.0.12
+        kv_store:
+          hosts: [web1]
+        """)
+    inv = load_inventory(path)
+    assert inv.hosts["web2"].groups == ["docker", "web"]
+    assert inv.connection_for("web2").user == "deploy"
+    assert inv.address_of("web2") == "198.18.0.12"
