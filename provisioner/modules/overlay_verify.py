@@ -74,14 +74,15 @@ class Matrix:
         return "\n".join(line.rstrip() for line in lines)
 
 
-def probe_name(network: str) -> str:
-    return f"{PROBE_PREFIX}{network}"
+def probe_name(network: str, host: str) -> str:
+    # endpoint names on a global-scope network are cluster-wide: one name per host
+    return f"{PROBE_PREFIX}{network}-{host}"
 
 
-def start_script(networks: list[str], image: str, lifetime: int) -> str:
+def start_script(networks: list[str], host: str, image: str, lifetime: int) -> str:
     lines = []
     for net in networks:
-        n = q(probe_name(net))
+        n = q(probe_name(net, host))
         fmt = q(f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}')
         lines.append(
             f"docker rm -f {n} >/dev/null 2>&1; "
@@ -92,7 +93,7 @@ def start_script(networks: list[str], image: str, lifetime: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ping_script(targets: list[tuple[str, str, str]], count: int, timeout: float, retries: int) -> str:
+def ping_script(host: str, targets: list[tuple[str, str, str]], count: int, timeout: float, retries: int) -> str:
     """targets: (network, target host, target ip); pings run in parallel, each retried ``retries`` times."""
     lines = [
         "p() { i=0; while :; do "
@@ -100,14 +101,14 @@ def ping_script(targets: list[tuple[str, str, str]], count: int, timeout: float,
         f'then echo "{_MARK} $3 $4 ok"; return; fi; '
         f'i=$((i+1)); [ $i -gt {retries} ] && break; sleep 1; done; echo "{_MARK} $3 $4 FAIL"; }}'
     ]
-    for net, host, ip in targets:
-        lines.append(f"p {q(probe_name(net))} {q(ip)} {q(net)} {q(host)} &")
+    for net, target, ip in targets:
+        lines.append(f"p {q(probe_name(net, host))} {q(ip)} {q(net)} {q(target)} &")
     lines.append("wait")
     return "\n".join(lines) + "\n"
 
 
-def cleanup_command(networks: list[str]) -> str:
-    return "docker rm -f " + " ".join(q(probe_name(n)) for n in networks) + " >/dev/null 2>&1; true"
+def cleanup_command(networks: list[str], host: str) -> str:
+    return "docker rm -f " + " ".join(q(probe_name(n, host)) for n in networks) + " >/dev/null 2>&1; true"
 
 
 def _marked(stdout: str) -> list[list[str]]:
@@ -202,7 +203,7 @@ def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> str:
         try:
             ctx.log(f"starting probes on {len(hosts)} hosts")
             started = dict(
-                zip(hosts, pool.map(_each(conn_of, _start(networks, v.image, lifetime)), hosts), strict=True)
+                zip(hosts, pool.map(_guarded(_start(conn_of, networks, v.image, lifetime)), hosts), strict=True)
             )
             for host, out in started.items():
                 if isinstance(out, str):
@@ -220,7 +221,7 @@ def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> str:
             }
             ctx.log("pinging every probe from every other host")
             timeout = (v.retries + 1) * per_try * 2 + 30
-            script_of = {h: ping_script(plans[h], v.ping_count, v.timeout, v.retries) for h in hosts}
+            script_of = {h: ping_script(h, plans[h], v.ping_count, v.timeout, v.retries) for h in hosts}
 
             def ping(host: str) -> list[list[str]] | str:
                 if not plans[host]:
@@ -238,8 +239,11 @@ def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> str:
                 for n, t, _ in plans[host]:
                     matrices[n].results.setdefault((host, t), False)
         finally:
-            cleanup = cleanup_command(networks)
-            list(pool.map(_guarded(lambda h: conn_of(h).run(cleanup, sudo=True, timeout=60).rc), hosts))
+            list(
+                pool.map(
+                    _guarded(lambda h: conn_of(h).run(cleanup_command(networks, h), sudo=True, timeout=60).rc), hosts
+                )
+            )
     rendered = "\n\n".join(m.render() for m in matrices.values())
     failures = [f for m in matrices.values() for f in m.failures()]
     if not failures:
@@ -265,11 +269,12 @@ def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> str:
     )
 
 
-def _start(networks: list[str], image: str, lifetime: int) -> Callable[[ShellConnection], list[list[str]]]:
-    script = start_script(networks, image, lifetime)
-
-    def start(conn: ShellConnection) -> list[list[str]]:
-        res = conn.run("sh -s", sudo=True, stdin=script.encode(), timeout=120)
+def _start(
+    conn_of: Callable[[str], ShellConnection], networks: list[str], image: str, lifetime: int
+) -> Callable[[str], list[list[str]]]:
+    def start(host: str) -> list[list[str]]:
+        script = start_script(networks, host, image, lifetime)
+        res = conn_of(host).run("sh -s", sudo=True, stdin=script.encode(), timeout=120)
         rows = [r + [""] * (3 - len(r)) for r in _marked(res.stdout)]
         seen = {r[0] for r in rows}
         for net in networks:
@@ -278,12 +283,6 @@ def _start(networks: list[str], image: str, lifetime: int) -> Callable[[ShellCon
         return rows
 
     return start
-
-
-def _each(
-    conn_of: Callable[[str], ShellConnection], fn: Callable[[ShellConnection], list[list[str]]]
-) -> Callable[[str], list[list[str]] | str]:
-    return _guarded(lambda h: fn(conn_of(h)))
 
 
 def _guarded(fn: Callable[[str], T]) -> Callable[[str], T | str]:

@@ -136,9 +136,7 @@ PROBE_ID = "sha256:" + "a" * 64
         ({}, True, "load provisioner-lab/probe:latest from probe.tar"),
     ],
 )
-def test_docker_image_plan(
-    archive: tuple[Path, str], images: dict[str, str], use_archive: bool, expect: str
-) -> None:
+def test_docker_image_plan(archive: tuple[Path, str], images: dict[str, str], use_archive: bool, expect: str) -> None:
     path, image_id = archive
     images = {k: (image_id if v == "ARCHIVE" else v) for k, v in images.items()}
     inv = inventory(verify={"image": "provisioner-lab/probe:latest", "image_archive": path if use_archive else None})
@@ -376,8 +374,7 @@ def test_kv_health_falls_back_to_curl_on_the_host() -> None:
 # ---- docker_daemon ------------------------------------------------------------------------------------
 
 WANT_DROPIN = (
-    docker_daemon.HEADER
-    + "[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd -H fd:// $DOCKER_OPTS "
+    docker_daemon.HEADER + "[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd -H fd:// $DOCKER_OPTS "
     "--cluster-store=consul://198.18.0.11:8500 --cluster-advertise=eth0:2376\n"
 )
 RUNNING_OK = {"cluster_store": STORE, "cluster_advertise": "198.18.0.12:2376"}
@@ -621,16 +618,19 @@ class ProbeHost:
         self.unreachable = unreachable or set()
         self.conn = FakeConnection(name)
         self.conn.on(r"^sh -s$", respond=self.script)
-        self.conn.on(r"^docker rm -f prov-probe-ov_net1", rc=0)
+        self.conn.on(rf"^docker rm -f prov-probe-ov_net1-{name} ", rc=0)
         self.started = False
 
     def script(self, _cmd: str, stdin: bytes | None) -> RunResult:
         text = (stdin or b"").decode()
-        if "docker run -d --rm --network ov_net1 --name prov-probe-ov_net1 provisioner-lab/probe:latest" in text:
+        if (
+            f"docker run -d --rm --network ov_net1 --name prov-probe-ov_net1-{self.name} provisioner-lab/probe:latest"
+            in text
+        ):
             self.started = True
             return RunResult(0, f"@@V@@ ov_net1 ok {self.ip}\n", "")
         lines = []
-        for m in re.finditer(r"^p prov-probe-ov_net1 (\S+) ov_net1 (\S+) &$", text, re.M):
+        for m in re.finditer(rf"^p prov-probe-ov_net1-{self.name} (\S+) ov_net1 (\S+) &$", text, re.M):
             ok = m.group(2) not in self.unreachable
             lines.append(f"@@V@@ ov_net1 {m.group(2)} {'ok' if ok else 'FAIL'}")
         return RunResult(0, "\n".join(lines) + "\n", "")
@@ -660,7 +660,7 @@ def test_verify_all_pairs_ok(store: tuple[int, type[_Store]]) -> None:
     assert out.startswith("all 2 hosts reach each other over ov_net1")
     assert re.search(r"^lab2\s+-\s+ok$", out, re.M) and re.search(r"^lab3\s+ok\s+-$", out, re.M)
     for h in hosts.values():
-        assert h.started and any(c.startswith("docker rm -f prov-probe-ov_net1") for c in h.conn.calls)
+        assert h.started and any(c.startswith(f"docker rm -f prov-probe-ov_net1-{h.name} ") for c in h.conn.calls)
         assert h.conn.stats.round_trips == 3  # start, ping all, clean up
 
 
@@ -671,7 +671,7 @@ def test_verify_failure_names_the_pair_and_still_removes_probes(store: tuple[int
     assert re.search(r"^lab3\s+FAIL\s+-$", out, re.M)
     assert "UDP 4789" in out and "7946" in out and "MTU" in out and "NAT" in out
     for h in hosts.values():
-        assert any(c.startswith("docker rm -f prov-probe-ov_net1") for c in h.conn.calls)
+        assert any(c.startswith(f"docker rm -f prov-probe-ov_net1-{h.name} ") for c in h.conn.calls)
 
 
 def test_verify_says_the_store_is_down_before_starting_probes() -> None:

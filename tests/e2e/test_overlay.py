@@ -1,0 +1,191 @@
+"""The overlay job end to end on a 3-host bullseye lab (lab1: kv, lab2/lab3: docker), through the real CLI.
+
+The scenarios share one lab and run in order: from scratch, in sync, hand-edited drop-in, a broken
+advertise interface (rollback), verify alone, verify with the store stopped. Every apply that should
+converge is run twice; the second must change nothing. Wall times of the first and second apply are
+printed (run with -s to see them) and kept in ``TIMES``.
+
+Environment: PROVISIONER_E2E_LAB_DIR (default /var/lib/provisioner/lab-e2e-overlay) and
+PROVISIONER_E2E_LAB_SUBNET (default 198.18.4.0/24) keep this lab apart from others on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.lab import lab_down, lab_exec, lab_up
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = ROOT / "playbooks" / "overlay.yml"
+STATE = Path(os.environ.get("PROVISIONER_E2E_LAB_DIR", "/var/lib/provisioner/lab-e2e-overlay"))
+SUBNET = os.environ.get("PROVISIONER_E2E_LAB_SUBNET", "198.18.4.0/24")
+DROPIN = "/etc/systemd/system/docker.service.d/10-machine.conf"
+TIMES: dict[str, float] = {}
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "provisioner", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def run_json(command: str, inventory: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
+    res = cli(command, "-i", str(inventory), str(PLAYBOOK), "--output", "json", *extra)
+    try:
+        report = json.loads(res.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"{command}: no JSON report (exit {res.returncode})\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res.returncode, report, res.stderr
+
+
+def http_body(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return None
+
+
+def sh(host: str, cmd: str) -> str:
+    rc, out = lab_exec(host, cmd, state_dir=STATE)
+    assert rc == 0, f"{host}: {cmd} exited {rc}: {out}"
+    return out.strip()
+
+
+def docker_started(host: str) -> str:
+    return sh(host, "systemctl show docker -p ActiveEnterTimestampMonotonic --value")
+
+
+def tasks(report: dict[str, Any], host: str) -> list[dict[str, Any]]:
+    return list(report["hosts"][host]["tasks"])
+
+
+def matrix_ok(report: dict[str, Any]) -> str:
+    (msg,) = [t["message"] for t in tasks(report, "lab2") if t["module"] == "overlay_verify"]
+    return str(msg)
+
+
+@pytest.fixture(scope="module")
+def inventory() -> Iterator[Path]:
+    lab_down(state_dir=STATE, keep_image=True)
+    info = lab_up(hosts=3, suite="bullseye", subnet=SUBNET, state_dir=STATE)
+    try:
+        yield info.inventory_path
+    finally:
+        lab_down(state_dir=STATE, keep_image=True)
+        for name, secs in TIMES.items():
+            print(f"overlay e2e: {name}: {secs:.1f}s")
+
+
+def test_apply_from_scratch_then_in_sync(inventory: Path) -> None:
+    t0 = time.monotonic()
+    rc, report, err = run_json("apply", inventory)
+    TIMES["first apply"] = time.monotonic() - t0
+    assert rc == 0, json.dumps(report, indent=1)[-4000:] + err[-2000:]
+    assert report["ok"] and report["changed"] >= 5
+    msg = matrix_ok(report)
+    assert "all 2 hosts reach each other over ov_net1" in msg
+    assert "FAIL" not in msg and msg.count("ok") >= 2
+    for host in ("lab2", "lab3"):
+        assert "--cluster-store=consul://" in sh(host, f"cat {DROPIN}")
+        info = sh(host, "docker info --format '{{.ClusterStore}} {{.ClusterAdvertise}}'")
+        assert info.startswith("consul://") and info.endswith(":2376")
+    assert sh("lab1", "docker inspect -f '{{.State.Running}}' consul") == "true"
+
+    started = {h: docker_started(h) for h in ("lab2", "lab3")}
+    t0 = time.monotonic()
+    rc, report, err = run_json("apply", inventory)
+    TIMES["second apply"] = time.monotonic() - t0
+    assert rc == 0, err[-2000:]
+    assert report["changed"] == 0, json.dumps(report, indent=1)[-4000:]
+    assert {h: docker_started(h) for h in ("lab2", "lab3")} == started  # nothing restarted
+    assert all(c["connects"] == 1 for c in report["connections"].values())
+
+
+def test_hand_edited_dropin_is_planned_and_restored_on_that_host_only(inventory: Path) -> None:
+    sh("lab2", f"sed -i 's/--cluster-advertise=eth0:2376/--cluster-advertise=eth0:2377/' {DROPIN}")
+    started = {h: docker_started(h) for h in ("lab2", "lab3")}
+    rc, report, _ = run_json("plan", inventory)
+    assert rc == 3
+    assert report["hosts"]["lab2"]["changed"] == 1 and report["hosts"]["lab3"]["changed"] == 0
+    (change,) = [c for t in tasks(report, "lab2") for c in t["changes"]]
+    assert "-ExecStart=/usr/sbin/dockerd" in change["diff"] and "--cluster-advertise=eth0:2377" in change["diff"]
+    assert "+ExecStart=/usr/sbin/dockerd" in change["diff"] and "--cluster-advertise=eth0:2376" in change["diff"]
+    assert any("restarts Docker: stops" in n for n in change["notes"])
+
+    for attempt in (1, 2):
+        rc, report, err = run_json("apply", inventory)
+        assert rc == 0, err[-2000:]
+        assert report["changed"] == (1 if attempt == 1 else 0)
+    assert "eth0:2376" in sh("lab2", f"cat {DROPIN}")
+    assert docker_started("lab2") != started["lab2"]
+    assert docker_started("lab3") == started["lab3"]
+
+
+def test_missing_advertise_interface_rolls_back(inventory: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "inventory.yml"
+    # only lab3 gets the missing interface: lab2 keeps the inventory's eth0
+    text = inventory.read_text()
+    lab3_line = next(line for line in text.splitlines() if line.strip().startswith("lab3:"))
+    broken.write_text(text.replace(lab3_line, lab3_line.replace("groups: [docker]}", "groups: [docker], "
+                                                                "advertise_interface: eth9}")))  # fmt: skip
+    before = sh("lab3", f"cat {DROPIN}")
+    started2 = docker_started("lab2")
+    for _ in (1, 2):
+        rc, report, _ = run_json("apply", broken)
+        assert rc == 1
+        (failed,) = [t for t in tasks(report, "lab3") if t["status"] == "failed"]
+        assert "previous configuration was restored and Docker is running again" in failed["message"]
+        assert "eth9" in failed["message"]
+        assert sh("lab3", "systemctl is-active docker") == "active"
+        assert sh("lab3", f"cat {DROPIN}") == before
+        assert report["hosts"]["lab2"]["failed"] == 0
+    assert docker_started("lab2") == started2
+    rc, report, _ = run_json("apply", inventory)
+    assert rc == 0 and report["changed"] == 0
+
+
+def test_verify_alone_and_with_the_store_stopped(inventory: Path) -> None:
+    res = cli("verify", "-i", str(inventory))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "all 2 hosts reach each other over ov_net1" in res.stdout
+    res = cli("verify", "-i", str(inventory), "--network", "ov_net1", "--output", "json")
+    assert res.returncode == 0 and json.loads(res.stdout)["changed"] == 0
+
+    sh("lab1", "docker stop consul")
+    try:
+        res = cli("verify", "-i", str(inventory))
+        assert res.returncode == 1
+        out = " ".join((res.stdout + res.stderr).split())
+        assert "consul store (consul://" in out and "is not healthy" in out
+        assert "docker start consul" in out
+        assert "prov-probe" not in sh("lab2", "docker ps -a --format '{{.Names}}'")
+    finally:
+        sh("lab1", "docker start consul")
+    address = next(line.split("address: ")[1].split(",")[0] for line in inventory.read_text().splitlines()
+                   if line.strip().startswith("lab1:"))  # fmt: skip
+    deadline = time.monotonic() + 60
+    while http_body(f"http://{address}:8500/v1/status/leader") in (None, '""'):
+        assert time.monotonic() < deadline, "consul did not elect a leader again within 60s"
+        time.sleep(1)
+    # the store is back: the run brings nothing new, and the overlay works again
+    rc, report, err = run_json("apply", inventory)
+    assert rc == 0, json.dumps(report, indent=1)[-3000:] + err[-1000:]
+    assert report["changed"] == 0
