@@ -271,7 +271,17 @@ def sudo_users() -> Iterator[dict[str, TestUser]]:
     finally:
         sudoers.unlink(missing_ok=True)
         for name in created:
-            subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
+            _remove_user(name)
+
+
+def _remove_user(name: str) -> None:
+    """userdel refuses while the user's sshd session processes are still exiting: wait, then force."""
+    for _ in range(20):
+        subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
+        if not _user_exists(name):
+            return
+        time.sleep(0.1)
+    subprocess.run(["userdel", "--force", "--remove", name], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module")
