@@ -247,7 +247,8 @@ def _plain(node: Any, path: tuple[str, ...], doc: YamlDoc, active: frozenset[int
             value = node[key]
             skey = key if isinstance(key, str) else _plain_scalar(key)
             if not isinstance(skey, (str, int, float, bool, type(None))):
-                raise InputError([Problem(doc.name, *(_position(node.lc.key, key) or here), dotted(path),
+                kline, kcol = _position(node.lc.key, key) or here
+                raise InputError([Problem(doc.name, kline, kcol, dotted(path),
                                           "unsupported YAML construct: a mapping or list used as a key",
                                           "use plain text as keys and avoid '?' complex keys")])
             sub = (*path, str(skey))

@@ -566,7 +566,7 @@ def test_bad_input(case: Case, tmp_path: Path, good_inventory: Inventory) -> Non
         assert p.fix, f"{case.id}: a problem without a fix: {p}"
     # the rendered text the CLI prints carries the location and the fix
     text = str(err)
-    where = f"{problem.file}:{problem.line}"
+    where = problem.file if problem.line is None else f"{problem.file}:{problem.line}"
     assert where in text and "fix: " in text
     assert "Traceback" not in text and "pydantic" not in text.lower()
 
