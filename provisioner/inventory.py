@@ -394,6 +394,9 @@ class ResolvedConnection(_Model):
     connect_timeout: float = 10.0
     retries: int = 2
     ssh_config: Path | None = None
+    # fields the inventory sets itself (on the host or in `connection`); the others may come from
+    # ~/.ssh/config (User, Port, IdentityFile) before falling back to the defaults above
+    explicit: frozenset[str] = frozenset()
 
 
 class Inventory(_Model):
@@ -567,9 +570,10 @@ class Inventory(_Model):
         for name in ("user", "port", "host_key_policy", "connect_timeout", "retries"):
             if merged[name] is None:  # host wrote `key: null`: fall back to the default
                 merged[name] = getattr(c, name)
+        explicit = frozenset((h.model_fields_set | c.model_fields_set) & set(_CONN_FIELDS))
         if merged["become"] is None:
             merged["become"] = merged["user"] != "root"
-        return ResolvedConnection(host=host, address=h.address, **merged)
+        return ResolvedConnection(host=host, address=h.address, explicit=explicit, **merged)
 
     def kv_endpoints(self) -> list[tuple[str, str, int]]:
         """(host name, address, port) of every key-value store host."""

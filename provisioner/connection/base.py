@@ -8,10 +8,13 @@ each of them costs exactly one round trip whatever the transport is.
 from __future__ import annotations
 
 import shlex
+import threading
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from provisioner.errors import RemoteError
+
+_STATS_LOCK = threading.Lock()
 
 # exit code `get` uses to tell "no such file" from a failing cat
 _MISSING_RC = 44
@@ -103,10 +106,11 @@ class ShellConnection:
     def exec_bytes(
         self, cmd: str, *, sudo: bool = False, timeout: float | None = None, stdin: bytes | None = None
     ) -> tuple[int, bytes, bytes]:
-        self.stats.round_trips += 1
-        self.stats.commands.append(cmd)
-        if stdin:
-            self.stats.bytes_sent += len(stdin)
+        with _STATS_LOCK:  # hosts' commands may run from several threads at once
+            self.stats.round_trips += 1
+            self.stats.commands.append(cmd)
+            if stdin:
+                self.stats.bytes_sent += len(stdin)
         return self._exec(self._wrap(cmd, sudo), stdin, timeout)
 
     def run(
