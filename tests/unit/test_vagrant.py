@@ -175,10 +175,11 @@ def test_inventory_loads_and_resolves_like_the_vagrantfile(tmp_path: Path, lab: 
 
 
 def test_readme_validate_command_passes(tmp_path: Path) -> None:
-    """`provisioner validate -i inventories/vagrant.yml`, as the README runs it after `vagrant up`."""
+    """`provisioner validate -i inventories/vagrant.yml playbooks/overlay.yml`, as in the README."""
     inventory = copy_inventory(tmp_path, with_key=True)
+    playbook = ROOT / "playbooks" / "overlay.yml"
     result = subprocess.run(
-        [sys.executable, "-m", "provisioner", "validate", "-i", str(inventory)],
+        [sys.executable, "-m", "provisioner", "validate", "-i", str(inventory), str(playbook)],
         capture_output=True,
         text=True,
         timeout=60,
