@@ -302,7 +302,7 @@ def verify(
         task = Task(name="ping matrix", module="overlay_verify", args=args, run_once=True)
         play = Play(name="verify", hosts=targets, pattern=hosts, tasks=[task])
         events = LiveEvents(_console(stderr=output is Output.json), show_diff=False, verbose=True)
-        ex = Executor(inv, ssh_connector(inv), check=False, events=events, mode="verify")
+        ex = Executor(inv, ssh_connector(inv), check=False, events=events, mode="verify", options={"verify": True})
         report = ex.run(Playbook(plays=[play], source=inventory))
         return _finish(report, output, junit, plan=False)
 

@@ -77,11 +77,15 @@ def _interface(v: Any) -> str:
     if not isinstance(v, str):
         raise invalid(f"interface name must be text, got {v!r}", "quote it, e.g. 'eth0'")
     if len(v) > 15:
-        raise invalid(f"interface name {v!r} is {len(v)} characters; Linux allows at most 15",
-                      "use the name shown by 'ip -br link' on the host")
+        raise invalid(
+            f"interface name {v!r} is {len(v)} characters; Linux allows at most 15",
+            "use the name shown by 'ip -br link' on the host",
+        )
     if not _IFACE.fullmatch(v) or v in (".", ".."):
-        raise invalid(f"invalid interface name {v!r}: only letters, digits, '_', '.', '-' are allowed",
-                      "use the name shown by 'ip -br link' on the host, e.g. eth0 or ens3")
+        raise invalid(
+            f"invalid interface name {v!r}: only letters, digits, '_', '.', '-' are allowed",
+            "use the name shown by 'ip -br link' on the host, e.g. eth0 or ens3",
+        )
     return v
 
 
@@ -97,21 +101,26 @@ def _opt(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def _address(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise invalid(f"address must be an IP address or DNS name as text, got {v!r}",
-                      "write e.g. 192.168.115.21 or host1.example.com")
+        raise invalid(
+            f"address must be an IP address or DNS name as text, got {v!r}",
+            "write e.g. 192.168.115.21 or host1.example.com",
+        )
     v = v.strip()
     try:
         return str(ipaddress.ip_address(v))
     except ValueError:
         pass
     if re.fullmatch(r"[0-9.]+", v):
-        raise invalid(f"{v!r} is not a valid IPv4 address",
-                      "write four numbers 0-255 separated by dots, e.g. 192.168.115.21")
+        raise invalid(
+            f"{v!r} is not a valid IPv4 address", "write four numbers 0-255 separated by dots, e.g. 192.168.115.21"
+        )
     if ":" in v:
         raise invalid(f"{v!r} is not a valid IPv6 address", "write e.g. 2001:db8::21 (no brackets, no port)")
     if len(v) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in v.rstrip(".").split(".")):
-        raise invalid(f"{v!r} is neither an IP address nor a valid DNS name / ssh-config alias",
-                      "write an IP address (192.168.115.21) or a host name (host1.example.com), no spaces or ports")
+        raise invalid(
+            f"{v!r} is neither an IP address nor a valid DNS name / ssh-config alias",
+            "write an IP address (192.168.115.21) or a host name (host1.example.com), no spaces or ports",
+        )
     return str(v)
 
 
@@ -136,8 +145,10 @@ def _subnet(v: Any) -> IPNetwork:
         loose = ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise invalid(f"{v!r} is not a valid IP network", "write e.g. 10.0.0.0/24 or fd00:1::/64") from None
-    raise invalid(f"{text} has host bits set (the address part is not the start of the /{loose.prefixlen} network)",
-                  f"did you mean {loose}?")
+    raise invalid(
+        f"{text} has host bits set (the address part is not the start of the /{loose.prefixlen} network)",
+        f"did you mean {loose}?",
+    )
 
 
 _ip_ser = PlainSerializer(str, return_type=str)
@@ -161,9 +172,10 @@ def _local_path(kind: str, must_exist: bool) -> Callable[[Any, ValidationInfo], 
             p = (Path(base) if base is not None else Path.cwd()) / p
         policy = getattr(info, "data", None) and info.data.get("host_key_policy")
         if kind == "known_hosts file" and policy == "strict" and not p.is_file():
-            raise invalid(f"known_hosts file {p} does not exist and host_key_policy is strict",
-                          f"record the host keys first (ssh-keyscan -H {_ADDRESSES} >> {p}) "
-                          "or set host_key_policy: accept-new")
+            raise invalid(
+                f"known_hosts file {p} does not exist and host_key_policy is strict",
+                f"record the host keys first (ssh-keyscan -H {_ADDRESSES} >> {p}) or set host_key_policy: accept-new",
+            )
         if must_exist and not p.is_file():
             rel = "" if Path(str(v)).expanduser().is_absolute() else " (relative paths start at the inventory's folder)"
             fix = _MISSING_FILE_FIX.get(kind, "check the path")
@@ -190,8 +202,10 @@ SshConfigPath = Annotated[Path | None, PlainValidator(_local_path("ssh config", 
 
 def _remote_path(v: Any) -> str:
     if not isinstance(v, str) or not _REMOTE_PATH.fullmatch(v) or "/../" in v + "/":
-        raise invalid(f"{v!r} is not an absolute path on the host (letters, digits, . _ / @ + - only)",
-                      "write an absolute path such as /etc/docker/daemon.json")
+        raise invalid(
+            f"{v!r} is not an absolute path on the host (letters, digits, . _ / @ + - only)",
+            "write an absolute path such as /etc/docker/daemon.json",
+        )
     return v
 
 
@@ -223,8 +237,10 @@ OptPort = Annotated[int | None, PlainValidator(_opt(_port))]
 def _str_options(v: Any) -> Any:
     # Docker driver options are strings; let people write `mtu: 1450` or `encrypted: true`
     if isinstance(v, dict):
-        return {k: (str(x).lower() if isinstance(x, bool) else str(x)) if isinstance(x, (int, float, bool)) else x
-                for k, x in v.items()}
+        return {
+            k: (str(x).lower() if isinstance(x, bool) else str(x)) if isinstance(x, (int, float, bool)) else x
+            for k, x in v.items()
+        }
     return v
 
 
@@ -237,11 +253,22 @@ class _Model(BaseModel):
 
 
 HostKeyPolicy = Literal["strict", "accept-new"]
+# the implicit group of the key-value store's hosts
+KV_GROUP = "kv_store"
 
 # connection settings a host may override; every one of them is None when not given for the host
 _CONN_FIELDS = (
-    "user", "port", "private_key", "known_hosts", "host_key_policy", "become", "password",
-    "key_passphrase", "connect_timeout", "retries", "ssh_config",
+    "user",
+    "port",
+    "private_key",
+    "known_hosts",
+    "host_key_policy",
+    "become",
+    "password",
+    "key_passphrase",
+    "connect_timeout",
+    "retries",
+    "ssh_config",
 )
 
 
@@ -353,20 +380,29 @@ class Network(_Model):
         net = self.subnet
         if self.gateway is not None:
             if self.gateway.version != net.version or self.gateway not in net:
-                raise invalid(f"gateway {self.gateway} is outside subnet {net}",
-                              f"use an address inside {net}, e.g. {next(net.hosts(), net.network_address)}",
-                              at=("gateway",))
+                raise invalid(
+                    f"gateway {self.gateway} is outside subnet {net}",
+                    f"use an address inside {net}, e.g. {next(net.hosts(), net.network_address)}",
+                    at=("gateway",),
+                )
             if self.gateway in (net.network_address, net.broadcast_address) and net.num_addresses > 2:
-                raise invalid(f"gateway {self.gateway} is the network or broadcast address of {net}",
-                              f"use a host address, e.g. {next(net.hosts())}", at=("gateway",))
+                raise invalid(
+                    f"gateway {self.gateway} is the network or broadcast address of {net}",
+                    f"use a host address, e.g. {next(net.hosts())}",
+                    at=("gateway",),
+                )
         if self.ip_range is not None and (
             self.ip_range.version != net.version or not self.ip_range.subnet_of(net)  # type: ignore[arg-type]
         ):
-            raise invalid(f"ip_range {self.ip_range} is not inside subnet {net}",
-                          f"use a range inside {net}", at=("ip_range",))
+            raise invalid(
+                f"ip_range {self.ip_range} is not inside subnet {net}", f"use a range inside {net}", at=("ip_range",)
+            )
         if self.parent is not None and self.driver != "macvlan":
-            raise invalid(f"'parent' only applies to macvlan networks (this one is {self.driver})",
-                          "remove 'parent', or set driver: macvlan", at=("parent",))
+            raise invalid(
+                f"'parent' only applies to macvlan networks (this one is {self.driver})",
+                "remove 'parent', or set driver: macvlan",
+                at=("parent",),
+            )
         return self
 
 
@@ -376,6 +412,9 @@ class VerifySettings(_Model):
     ping_count: int = Field(default=3, ge=1)
     timeout: float = Field(default=10.0, gt=0)
     retries: int = Field(default=3, ge=0)
+    # when `apply` runs the ping matrix: always, only when the run changed something, or never
+    # (`provisioner verify` always runs it)
+    on_apply: Literal["always", "on-change", "never"] = "on-change"
 
 
 class ResolvedConnection(_Model):
@@ -432,8 +471,13 @@ class Inventory(_Model):
                 problems.append(((name,), "'all' is reserved for the group of every host", "rename the host"))
             key = host.address.lower().rstrip(".")
             if key in seen:
-                problems.append(((name, "address"), f"address {host.address} is also used by host '{seen[key]}'",
-                                 "give each host its own address (one inventory entry per machine)"))
+                problems.append(
+                    (
+                        (name, "address"),
+                        f"address {host.address} is also used by host '{seen[key]}'",
+                        "give each host its own address (one inventory entry per machine)",
+                    )
+                )
             else:
                 seen[key] = name
         if problems:
@@ -448,10 +492,13 @@ class Inventory(_Model):
         for i, (name, net) in enumerate(items):
             for other, onet in items[:i]:
                 if net.subnet.version == onet.subnet.version and net.subnet.overlaps(onet.subnet):
-                    problems.append(((name, "subnet"),
-                                     f"subnet {net.subnet} of network '{name}' overlaps "
-                                     f"{onet.subnet} of network '{other}'",
-                                     "give each network its own, non-overlapping subnet"))
+                    problems.append(
+                        (
+                            (name, "subnet"),
+                            f"subnet {net.subnet} of network '{name}' overlaps {onet.subnet} of network '{other}'",
+                            "give each network its own, non-overlapping subnet",
+                        )
+                    )
         if problems:
             raise many_invalid(problems)
         return networks
@@ -464,17 +511,44 @@ class Inventory(_Model):
             if name not in self.hosts:
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
-                problems.append((("kv_store", "hosts", str(i)), f"unknown host '{name}'",
-                                 f"{hint}kv_store.hosts must name hosts defined under 'hosts' ({', '.join(known)})"))
+                problems.append(
+                    (
+                        ("kv_store", "hosts", str(i)),
+                        f"unknown host '{name}'",
+                        f"{hint}kv_store.hosts must name hosts defined under 'hosts' ({', '.join(known)})",
+                    )
+                )
         if self.kv_store.publish_address is not None and len(self.kv_store.hosts) > 1:
-            problems.append((("kv_store", "publish_address"),
-                             "publish_address can only be used with a single key-value store host",
-                             "remove publish_address; each store host is published on its own address"))
+            problems.append(
+                (
+                    ("kv_store", "publish_address"),
+                    "publish_address can only be used with a single key-value store host",
+                    "remove publish_address; each store host is published on its own address",
+                )
+            )
         groups = {g for h in self.hosts.values() for g in h.groups}
+        for name, host in self.hosts.items():
+            if KV_GROUP in host.groups:
+                problems.append(
+                    (
+                        (("hosts", name, "groups")),
+                        f"'{KV_GROUP}' is the implicit group of kv_store.hosts",
+                        f"remove '{KV_GROUP}' from the host's groups and list the host in kv_store.hosts",
+                    )
+                )
+            if name == KV_GROUP:
+                problems.append(
+                    (("hosts", name), f"'{KV_GROUP}' is reserved for the group of kv_store.hosts", "rename the host")
+                )
         for name in self.hosts:
             if name in groups:
-                problems.append((("hosts", name), f"'{name}' is both a host and a group name",
-                                 "rename the host or the group so host patterns are unambiguous"))
+                problems.append(
+                    (
+                        ("hosts", name),
+                        f"'{name}' is both a host and a group name",
+                        "rename the host or the group so host patterns are unambiguous",
+                    )
+                )
         missing_kh: dict[tuple[tuple[str, ...], Path], list[str]] = {}
         for name, host in self.hosts.items():
             policy = host.host_key_policy or self.connection.host_key_policy
@@ -485,9 +559,14 @@ class Inventory(_Model):
                 )
                 missing_kh.setdefault((where, kh), []).append(host.address)
         for (where, kh), addresses in missing_kh.items():
-            problems.append((where, f"known_hosts file {kh} does not exist and host_key_policy is strict",
-                             f"record the host keys first (ssh-keyscan -H {' '.join(addresses)} >> {kh}) "
-                             "or set host_key_policy: accept-new"))
+            problems.append(
+                (
+                    where,
+                    f"known_hosts file {kh} does not exist and host_key_policy is strict",
+                    f"record the host keys first (ssh-keyscan -H {' '.join(addresses)} >> {kh}) "
+                    "or set host_key_policy: accept-new",
+                )
+            )
         if problems:
             raise many_invalid(problems)
         return self
@@ -495,11 +574,13 @@ class Inventory(_Model):
     # --- queries ----------------------------------------------------------------------------------
 
     def groups(self) -> dict[str, list[str]]:
-        """Group name -> host names in inventory order; always includes "all"."""
+        """Group name -> host names in inventory order; always includes "all" and "kv_store" (the
+        hosts of kv_store.hosts, so playbooks follow the store wherever the inventory puts it)."""
         out: dict[str, list[str]] = {"all": list(self.hosts)}
+        out[KV_GROUP] = [h for h in self.hosts if h in self.kv_store.hosts]
         for name, host in self.hosts.items():
             for g in host.groups:
-                if g != "all":
+                if g not in ("all", KV_GROUP):
                     out.setdefault(g, []).append(name)
         return out
 
@@ -599,8 +680,11 @@ def load_inventory(path: Path | str) -> Inventory:
     except ValidationError as exc:
         problems = problems_from_validation(doc, exc, Inventory)
         hosts = doc.data.get("hosts")
-        addresses = [str(h["address"]) for h in hosts.values() if isinstance(h, dict) and "address" in h] \
-            if isinstance(hosts, dict) else []
+        addresses = (
+            [str(h["address"]) for h in hosts.values() if isinstance(h, dict) and "address" in h]
+            if isinstance(hosts, dict)
+            else []
+        )
         if addresses:
             problems = [replace(p, fix=p.fix.replace(_ADDRESSES, " ".join(addresses))) for p in problems]
         raise InputError(problems) from exc

@@ -40,7 +40,7 @@ class LiveEvents:
             line = Text("  ")
             line.append(f"{label:<12}", style=_STYLE.get(result.status, ""))
             line.append(f" {result.host}")
-            if result.message and (result.status != "ok" or self.verbose):
+            if result.message and (result.status != "ok" or self.verbose or result.report):
                 first, *rest = result.message.splitlines()
                 line.append(f"  {first}", style="dim" if result.status in ("ok", "skipped") else "")
                 for extra in rest:

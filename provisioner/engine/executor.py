@@ -269,6 +269,7 @@ class Executor:
             inventory=self.inventory,
             all_facts={h: s.facts for h, s in self._hosts.items() if s.facts is not None},
             options=self.options,
+            run_changed=self.report.changed,
         )
 
     def close(self) -> None:
@@ -407,7 +408,9 @@ class Executor:
             status, message = "failed", str(e)
         except Exception as e:
             status, message = "failed", f"internal error in module {task.module}: {type(e).__name__}: {e}"
-        return TaskResult(play.name, task.name, task.module, host, status, message, [], time.monotonic() - t0)
+        return TaskResult(
+            play.name, task.name, task.module, host, status, message, [], time.monotonic() - t0, report=True
+        )
 
     def _plan(self, play: Play, task: Task, host: str) -> list[Change] | Check | TaskResult:
         t0 = time.monotonic()

@@ -46,6 +46,8 @@ class TaskResult:
     message: str = ""
     changes: list[Change] = field(default_factory=list)
     duration: float = 0.0
+    # the message is the result itself (e.g. the ping matrix): always shown, even when ok
+    report: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -96,6 +96,8 @@ class PlanContext:
     all_facts: Mapping[str, HostFacts] = field(default_factory=dict)
     # options from the command line (e.g. recreate_networks) that change what a plan proposes
     options: Mapping[str, Any] = field(default_factory=dict)
+    # how many task results changed something so far in this run (any host)
+    run_changed: int = 0
 
 
 A = TypeVar("A", bound=ModuleArgs)

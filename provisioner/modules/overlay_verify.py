@@ -129,6 +129,15 @@ class OverlayVerifyModule(Module[OverlayVerifyArgs]):
         if not networks:
             return NoOp("the inventory defines no overlay networks")
         hosts = _hosts(ctx.inventory, args.hosts)
+        policy = ctx.inventory.verify.on_apply
+        if not ctx.options.get("verify"):
+            if policy == "never":
+                return NoOp("verify.on_apply is never; `provisioner verify` runs the ping matrix")
+            if policy == "on-change" and ctx.run_changed == 0:
+                return NoOp(
+                    "nothing changed in this run, so the ping matrix was skipped (verify.on_apply: on-change); "
+                    "`provisioner verify` runs it"
+                )
         return Check(
             f"ping matrix over {', '.join(networks)} between {', '.join(hosts)}",
             lambda actx: run_verify(actx, networks, hosts),

@@ -433,7 +433,7 @@ CASES = [
         - hosts: "!all"
           tasks:
             - ping:
-        """), "[0].hosts", 1, "matches no host", "groups: all, kv, docker"),
+        """), "[0].hosts", 1, "matches no host", "groups: all, kv_store, kv, docker"),
     Case("pb-unknown-group", "playbook", pb("""
         - name: web
           hosts: webservers

@@ -49,7 +49,12 @@ def test_example_inventory_loads(home: Path) -> None:
     assert list(inv.hosts) == ["consul", "host1", "host2"]
     assert inv.address_of("consul") == "192.168.115.20"
     assert inv.address_of("host2") == "192.168.115.22"
-    assert inv.groups() == {"all": ["consul", "host1", "host2"], "kv": ["consul"], "docker": ["host1", "host2"]}
+    assert inv.groups() == {
+        "all": ["consul", "host1", "host2"],
+        "kv_store": ["consul"],
+        "kv": ["consul"],
+        "docker": ["host1", "host2"],
+    }
     assert inv.kv_endpoints() == [("consul", "192.168.115.20", 8500)]
     assert inv.networks["ov_net1"].subnet == ipaddress.ip_network("10.0.0.0/24")
     conn = inv.connection_for("host1")
@@ -102,10 +107,14 @@ def test_connection_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "ci").write_text("k")
     (tmp_path / "keys" / "web2").write_text("k")
-    text = MINIMAL.replace("hosts:\n  kv1", "connection:\n  private_key: keys/ci\n  connect_timeout: 3\n"
-                           "  password: s3cret\n  host_key_policy: accept-new\n  known_hosts: kh\nhosts:\n  kv1")
-    text = text.replace("become: false}", "become: false, private_key: keys/web2, host_key_policy: strict,"
-                        " known_hosts: keys/web2}")
+    text = MINIMAL.replace(
+        "hosts:\n  kv1",
+        "connection:\n  private_key: keys/ci\n  connect_timeout: 3\n"
+        "  password: s3cret\n  host_key_policy: accept-new\n  known_hosts: kh\nhosts:\n  kv1",
+    )
+    text = text.replace(
+        "become: false}", "become: false, private_key: keys/web2, host_key_policy: strict, known_hosts: keys/web2}"
+    )
     inv = load_inventory(write(tmp_path, text))
     kv1 = inv.connection_for("kv1")
     assert (kv1.user, kv1.port, kv1.become, kv1.connect_timeout, kv1.retries) == ("root", 22, False, 3, 2)
@@ -251,7 +260,9 @@ def test_positions_fall_back_to_the_nearest_parent(tmp_path: Path) -> None:
 
 
 def test_anchors_and_merge_keys(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         hosts:
           web1: &web {address: 198.18.0.11, groups: [docker, web], user: deploy}
           web2:
@@ -259,8 +270,26 @@ def test_anchors_and_merge_keys(tmp_path: Path) -> None:
             address: 198.18.0.12
         kv_store:
           hosts: [web1]
-        """)
+        """,
+    )
     inv = load_inventory(path)
     assert inv.hosts["web2"].groups == ["docker", "web"]
     assert inv.connection_for("web2").user == "deploy"
     assert inv.address_of("web2") == "198.18.0.12"
+
+
+def test_kv_store_hosts_form_the_implicit_kv_store_group(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("k")
+    inv = tmp_path / "inv.yml"
+    inv.write_text(
+        f"connection: {{private_key: {key}, host_key_policy: accept-new}}\n"
+        "hosts:\n  s1: {address: 198.18.0.2}\n  d1: {address: 198.18.0.3, groups: [docker]}\n"
+        "kv_store: {hosts: [s1]}\n"
+    )
+    loaded = load_inventory(inv)
+    assert loaded.groups()["kv_store"] == ["s1"]
+    assert loaded.resolve_pattern("kv_store") == ["s1"]
+    inv.write_text(inv.read_text().replace("groups: [docker]", "groups: [kv_store]"))
+    with pytest.raises(InputError, match=r"implicit group of kv_store\.hosts"):
+        load_inventory(inv)

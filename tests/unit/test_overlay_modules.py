@@ -641,7 +641,7 @@ def run_matrix(port: int, unreachable: dict[str, set[str]] | None = None) -> tup
     ips = {"lab2": "198.19.1.2", "lab3": "198.19.1.3"}
     hosts = {h: ProbeHost(h, ip, (unreachable or {}).get(h)) for h, ip in ips.items()}
     f = facts("lab2", cluster_store=f"consul://127.0.0.1:{port}")
-    p = plan(overlay_verify.OverlayVerifyModule(), f, inv)
+    p = plan(overlay_verify.OverlayVerifyModule(), f, inv, verify=True)
     assert isinstance(p, Check)
 
     def connection_to(h: str) -> ShellConnection:
@@ -680,7 +680,7 @@ def test_verify_says_the_store_is_down_before_starting_probes() -> None:
     kv = FakeConnection("store1").on("curl", rc=7)
     lab2 = ProbeHost("lab2", "198.19.1.2")
     f = facts("lab2")
-    p = plan(overlay_verify.OverlayVerifyModule(), f, inv)
+    p = plan(overlay_verify.OverlayVerifyModule(), f, inv, verify=True)
     assert isinstance(p, Check)
     with pytest.raises(TaskError, match=r"the consul store \(consul://127.0.0.1:1\) is not healthy"):
         p.run(ctx_for(lab2.conn, f, inv, connection_to=lambda h: kv if h == "store1" else lab2.conn))
@@ -690,3 +690,20 @@ def test_verify_says_the_store_is_down_before_starting_probes() -> None:
 def test_verify_unknown_network_is_refused() -> None:
     with pytest.raises(TaskError, match="'nope' is not in the inventory"):
         plan(overlay_verify.OverlayVerifyModule(), facts("lab2"), args={"network": "nope"})
+
+
+def test_apply_runs_the_ping_matrix_only_when_the_run_changed_something() -> None:
+    inv = inventory()
+    f = facts("lab2")
+    mod = overlay_verify.OverlayVerifyModule()
+    args = mod.Args.model_validate({})
+
+    def ctx(changed: int, **options: Any) -> PlanContext:
+        return PlanContext(host="lab2", facts=f, inventory=inv, options=options, run_changed=changed)
+
+    skipped = mod.plan(ctx(0), args)
+    assert isinstance(skipped, NoOp) and "provisioner verify" in skipped.reason
+    assert isinstance(mod.plan(ctx(2), args), Check)
+    assert isinstance(mod.plan(ctx(0, verify=True), args), Check)  # `provisioner verify` always runs it
+    always = inv.model_copy(update={"verify": inv.verify.model_copy(update={"on_apply": "always"})})
+    assert isinstance(mod.plan(PlanContext(host="lab2", facts=f, inventory=always), args), Check)
