@@ -100,10 +100,10 @@ def strip_flags(argv: list[str], flags: tuple[str, ...] = OUR_FLAGS) -> list[str
 
 def systemd_word(tok: str) -> str:
     """One ExecStart word: $VAR/${VAR} stay bare so systemd expands them; the rest quoted when needed."""
-    if _ENV_WORD.match(tok):
+    if _ENV_WORD.fullmatch(tok):
         return tok
     tok = tok.replace("%", "%%")
-    if _PLAIN_WORD.match(tok):
+    if _PLAIN_WORD.fullmatch(tok):
         return tok
     return '"' + tok.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$") + '"'
 
@@ -116,7 +116,7 @@ def flag_keys(argv: list[str]) -> dict[str, str]:
     """daemon.json key -> the flag in argv that sets it."""
     out: dict[str, str] = {}
     for tok in argv[1:]:
-        if not tok.startswith("-") or tok == "-" or _ENV_WORD.match(tok):
+        if not tok.startswith("-") or tok == "-" or _ENV_WORD.fullmatch(tok):
             continue
         flag = tok.split("=", 1)[0]
         key = _FLAG_KEYS.get(flag) or (flag[2:] if flag.startswith("--") else None)
