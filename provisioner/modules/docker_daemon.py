@@ -11,10 +11,17 @@ refused before anything is touched. Docker restarts when the file changed or the
 report the expected store/advertise address (a restart a previous run missed is done now). After the
 restart the daemon must be active and report both; if it does not, the previous file is put back, Docker
 restarted again, and the task fails with the tail of Docker's journal.
+
+A restart the new configuration needs is remembered on the host (the lost-handler problem): before the
+first file is written, ``PENDING_MARKER`` records the configuration's hash; it is removed only once Docker
+is verified running with the files on disk. A run killed or disconnected in between leaves the marker,
+and the next run restarts Docker even though the files no longer differ, which also covers settings
+``docker info`` does not show (registry mirrors, any other flag of the drop-in).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import re
@@ -33,6 +40,8 @@ from provisioner.modules.kv_store import cluster_store_url
 # how long Docker may take to come back after a restart (and after the rollback restart)
 RESTART_TIMEOUT = 60.0
 EXCLUSIVE_GROUP = "docker-restart"
+# present while a written configuration has not been verified running yet (content: its hash)
+PENDING_MARKER = "/var/lib/provisioner/pending-restart-docker"
 
 OUR_FLAGS = ("--cluster-store", "--cluster-advertise", "--registry-mirror")
 HEADER = "# Written by provisioner (docker_daemon): Docker's cluster store. Local edits are overwritten.\n"
@@ -155,6 +164,9 @@ class DockerDaemonModule(Module[DockerDaemonArgs]):
     def describe(self, args: DockerDaemonArgs) -> str:
         return "docker_daemon cluster store"
 
+    def watch(self, args: DockerDaemonArgs, inventory: Inventory) -> list[str]:
+        return [PENDING_MARKER]
+
     def plan(self, ctx: PlanContext, args: DockerDaemonArgs) -> Plan:
         inv, f = ctx.inventory, ctx.facts
         d = f.docker
@@ -206,6 +218,12 @@ class DockerDaemonModule(Module[DockerDaemonArgs]):
                 "or switch docker.config in the inventory",
             )
         reasons = _restart_reasons(f, want)
+        pending = f.file(PENDING_MARKER)
+        if pending.exists and d.active:
+            reasons.append(
+                f"an earlier run changed the configuration but did not finish restarting Docker ({PENDING_MARKER} "
+                f"is present, configuration {(pending.content or '?').strip()[:12]})"
+            )
         if not ops and not reasons:
             return NoOp(f"Docker runs with cluster store {want.store}, advertise {d.cluster_advertise}")
         return [_change(ctx, inv, want, ops, reasons)]
@@ -266,7 +284,7 @@ def _change(ctx: PlanContext, inv: Inventory, want: Desired, ops: list[FileOp], 
         owner="root:root",
         commands=commands,
         notes=notes,
-        apply=_apply(ops, want),
+        apply=_apply(ops, want, config_hash(ops, want)),
         exclusive=EXCLUSIVE_GROUP if rolling else None,
     )
 
@@ -313,8 +331,16 @@ def wait_docker(ctx: ApplyContext, want: Desired | None, timeout: float = RESTAR
     return None if ok else last[0]
 
 
-def _apply(ops: list[FileOp], want: Desired) -> Callable[[ApplyContext], None]:
+def config_hash(ops: list[FileOp], want: Desired) -> str:
+    doc = {"files": [[op.path, op.after] for op in ops], "want": [want.store, want.advertise, list(want.mirrors)]}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _apply(ops: list[FileOp], want: Desired, digest: str) -> Callable[[ApplyContext], None]:
     def apply(ctx: ApplyContext) -> None:
+        # the marker goes first: whenever a new file is on disk, the restart it needs is recorded
+        ctx.conn.check(f"mkdir -p {q(posixpath.dirname(PENDING_MARKER))}", what="could not create the marker folder")
+        ctx.conn.put(f"{digest}\n".encode(), PENDING_MARKER, mode=0o644, owner="root:root")
         for op in ops:
             _write(ctx, op, op.after)
         ctx.log("restarting Docker")
@@ -325,6 +351,7 @@ def _apply(ops: list[FileOp], want: Desired) -> Callable[[ApplyContext], None]:
             else f"systemctl restart docker failed (exit {res.rc}): {res.output.strip()[:300]}"
         )
         if why is None:
+            _clear_marker(ctx)
             return
         journal = ctx.conn.run("journalctl -u docker --no-pager -o cat -n 25", sudo=True, timeout=30).output
         tail = "\n".join(f"    | {line}" for line in journal.strip().splitlines()[-25:])
@@ -335,6 +362,9 @@ def _apply(ops: list[FileOp], want: Desired) -> Callable[[ApplyContext], None]:
             "systemctl daemon-reload; systemctl reset-failed docker; systemctl restart docker", sudo=True, timeout=180
         )
         back = wait_docker(ctx, None)
+        if back is None:
+            # Docker runs the files now on disk (the previous ones): no restart is owed any more
+            _clear_marker(ctx)
         hint = (
             f"check that interface {want.advertise.rsplit(':', 1)[0]} exists on {ctx.host} and that the store "
             f"{want.store} is reachable from it; then run again"
@@ -352,3 +382,7 @@ def _apply(ops: list[FileOp], want: Desired) -> Callable[[ApplyContext], None]:
         )
 
     return apply
+
+
+def _clear_marker(ctx: ApplyContext) -> None:
+    ctx.conn.check(f"rm -f {q(PENDING_MARKER)}", what=f"could not remove {PENDING_MARKER}")

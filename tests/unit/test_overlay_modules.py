@@ -485,8 +485,13 @@ def daemon_conn(restart_rc: int, states: list[str], files: dict[str, bytes] | No
         conn.files.pop(DROPIN, None)
         return RunResult(0, "", "")
 
+    def rm_marker(cmd: str, _stdin: bytes | None) -> RunResult:
+        conn.files.pop(docker_daemon.PENDING_MARKER, None)
+        return RunResult(0, "", "")
+
     conn.on("^mkdir -p ", rc=0)
     conn.on(f"^rm -f {re.escape(DROPIN)}", respond=rm)
+    conn.on(f"^rm -f {re.escape(docker_daemon.PENDING_MARKER)}$", respond=rm_marker)
     conn.on(r"^systemctl daemon-reload && systemctl restart docker", rc=restart_rc, times=1,
             stderr="Job for docker.service failed")  # fmt: skip
     conn.on(r"^systemctl daemon-reload; systemctl reset-failed docker; systemctl restart docker", rc=0)
@@ -502,7 +507,9 @@ def test_daemon_apply_restarts_and_waits_for_the_store() -> None:
     assert c.apply is not None
     c.apply(ctx_for(conn, f))
     assert conn.files[DROPIN].decode() == WANT_DROPIN
-    assert conn.calls[0] == "mkdir -p /etc/systemd/system/docker.service.d"  # the folder may not exist yet
+    # the folder may not exist yet
+    assert conn.calls.index("mkdir -p /etc/systemd/system/docker.service.d") < conn.calls.index(f"put {DROPIN}")
+    assert docker_daemon.PENDING_MARKER not in conn.files  # verified running: no restart owed
     assert not any("journalctl" in call for call in conn.calls)
 
 
@@ -517,6 +524,7 @@ def test_daemon_rollback_removes_new_file_and_docker_runs_again() -> None:
     assert "previous configuration was restored and Docker is running again" in msg
     assert "no interface ens9" in msg and "Job for docker.service failed" in msg
     assert DROPIN not in conn.files  # there was none before
+    assert docker_daemon.PENDING_MARKER not in conn.files  # Docker runs what is on disk again
     assert any(call.startswith("systemctl daemon-reload; systemctl reset-failed docker") for call in conn.calls)
 
 
@@ -530,6 +538,7 @@ def test_daemon_rollback_restores_the_previous_file() -> None:
         assert c.apply is not None
         c.apply(ctx_for(conn, f))
     assert conn.files[DROPIN].decode() == old
+    assert docker_daemon.PENDING_MARKER in conn.files  # Docker is down: the next run must restart it
 
 
 # ---- docker_network ---------------------------------------------------------------------------------
