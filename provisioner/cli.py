@@ -55,6 +55,7 @@ LimitOpt = Annotated[
 ForksOpt = Annotated[int, typer.Option("--forks", "-f", min=1, help="hosts worked on in parallel")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="human or json (the JSON report)")]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="also write JUnit XML to this file")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="also say why unchanged tasks are ok")]
 
 
 def _version(value: bool) -> None:
@@ -73,7 +74,9 @@ def _root(
 
 
 def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False)
+    # in CI logs (not a terminal) long lines stay whole instead of being wrapped at 80 columns
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, soft_wrap=not stream.isatty())
 
 
 def _load(inventory: Path, playbook: Path | None) -> tuple[Inventory, Playbook | None]:
@@ -133,7 +136,11 @@ def _run_playbook(
     inv, pb = _load(inventory, playbook)
     assert pb is not None
     hosts = _limit(inv, limit)
-    events = LiveEvents(_console(stderr=output is Output.json), show_diff=check or bool(options.get("diff")))
+    events = LiveEvents(
+        _console(stderr=output is Output.json),
+        show_diff=check or bool(options.get("diff")),
+        verbose=bool(options.get("verbose")),
+    )
     # plan changes nothing, so only apply takes the cluster lock
     lock = None if check else LockSpec(inv.kv_store.hosts[0], lock_timeout, break_lock)
     ex = Executor(
@@ -189,6 +196,7 @@ def plan(
     forks: ForksOpt = 50,
     output: OutputOpt = Output.human,
     junit: JunitOpt = None,
+    verbose: VerboseOpt = False,
     recreate_networks: Annotated[
         bool, typer.Option("--recreate-networks", help="plan recreating networks whose settings drifted")
     ] = False,
@@ -203,7 +211,7 @@ def plan(
         forks=forks,
         output=output,
         junit=junit,
-        options={"recreate_networks": recreate_networks},
+        options={"recreate_networks": recreate_networks, "verbose": verbose},
     )
 
 
@@ -215,6 +223,7 @@ def apply(
     forks: ForksOpt = 50,
     output: OutputOpt = Output.human,
     junit: JunitOpt = None,
+    verbose: VerboseOpt = False,
     diff: Annotated[bool, typer.Option("--diff", help="show file diffs while applying")] = False,
     recreate_networks: Annotated[
         bool,
@@ -237,7 +246,7 @@ def apply(
         forks=forks,
         output=output,
         junit=junit,
-        options={"recreate_networks": recreate_networks, "diff": diff},
+        options={"recreate_networks": recreate_networks, "diff": diff, "verbose": verbose},
         lock_timeout=lock_timeout,
         break_lock=break_lock,
     )
