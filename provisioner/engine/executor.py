@@ -1,5 +1,9 @@
 """The executor: the one place that decides whether planned changes are applied.
 
+Connection drops: facts (a read) and steps marked ``retry_safe`` (Change/Check) are run again once on a
+fresh connection; any other step interrupted by a lost connection is not repeated: the host is reported
+unreachable and the next run re-plans from what is actually on the host.
+
 Strategy (Ansible's "linear"): for each play, hosts are split into ``serial`` batches; within a batch
 each task runs on all hosts in parallel (bounded by ``forks``) before the next task starts. Each host
 gets exactly one connection for the whole run, and facts are gathered in one round trip, again only
@@ -16,12 +20,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from provisioner.connection.base import ShellConnection
 from provisioner.engine.lock import RunLock, this_run
-from provisioner.engine.results import RunReport, Status, TaskResult
-from provisioner.errors import ConnectError, ProvisionerError
+from provisioner.engine.results import RunReport, Status, TaskResult, redact
+from provisioner.errors import ConnectError, HostKeyError, ProvisionerError
 from provisioner.facts import HostFacts, gather
 from provisioner.modules.base import ApplyContext, Change, Check, Module, NoOp, PlanContext, registry
 
@@ -30,6 +34,18 @@ if TYPE_CHECKING:
     from provisioner.playbook import Play, Playbook, Task
 
 Connector = Callable[[str], ShellConnection]
+T = TypeVar("T")
+
+
+def inventory_secrets(inventory: Inventory) -> tuple[str, ...]:
+    """Every password and key passphrase in the inventory (connection defaults and hosts)."""
+    found: list[str] = []
+    for holder in [inventory.connection, *inventory.hosts.values()]:
+        for name in ("password", "key_passphrase"):
+            value = getattr(holder, name, None)
+            if value is not None:
+                found.append(value.get_secret_value())
+    return tuple(s for s in dict.fromkeys(found) if s)
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,9 @@ class Executor:
         self._pool = ThreadPoolExecutor(max_workers=self.forks, thread_name_prefix="host")
         self.lock_spec = lock
         self._lock: RunLock | None = None
+        # inventory secrets (passwords, passphrases) are masked in every message the run reports
+        self._secrets = inventory_secrets(inventory)
+        self._dropped: dict[str, list[ShellConnection]] = {}  # connections lost (and replaced) during the run
 
     # ---- connections and facts -------------------------------------------------------------
 
@@ -124,7 +143,7 @@ class Executor:
     def _mark_unreachable(self, host: str, reason: str) -> None:
         hr = self.report.host(host)
         hr.unreachable = True
-        hr.unreachable_reason = reason
+        hr.unreachable_reason = redact(reason, self._secrets)
         self._state(host).dead = True
 
     def connection(self, host: str) -> ShellConnection:
@@ -138,15 +157,42 @@ class Executor:
     def facts(self, host: str) -> HostFacts:
         st = self._state(host)
         if st.facts is None or st.stale:
-            conn = self.connection(host)
-            st.facts = gather(
-                conn,
-                files=sorted(self._watch.get(host, set()) | self._always_watched()),
-                probes=self._probes.get(host, {}),
-                dropin=self.inventory.docker.dropin,
+            st.facts = self.retrying(
+                host,
+                "gathering facts",
+                True,
+                lambda: gather(
+                    self.connection(host),
+                    files=sorted(self._watch.get(host, set()) | self._always_watched()),
+                    probes=self._probes.get(host, {}),
+                    dropin=self.inventory.docker.dropin,
+                ),
             )
             st.stale = False
         return st.facts
+
+    def retrying(self, host: str, what: str, safe: bool, fn: Callable[[], T]) -> T:
+        """``fn()``; when an open connection drops during it and ``safe``, reconnect and run it once more.
+
+        Only the drop of a connection that had opened is retried (a host that cannot be reached at all
+        was already retried by the connector), and never a host key problem.
+        """
+        try:
+            return fn()
+        except HostKeyError:
+            raise
+        except ConnectError as e:
+            if not safe or self._state(host).conn is None:
+                raise
+            self.events.log(host, f"connection lost while {what} ({e}); reconnecting and trying once more")
+            st = self._state(host)
+            with st.lock:
+                old, st.conn = st.conn, None
+            if old is not None:
+                self._dropped.setdefault(host, []).append(old)
+                with contextlib.suppress(Exception):
+                    old.close()
+            return fn()
 
     def _always_watched(self) -> set[str]:
         return {self.inventory.docker.dropin, self.inventory.docker.daemon_json}
@@ -178,6 +224,8 @@ class Executor:
     # ---- running ---------------------------------------------------------------------------
 
     def _record(self, result: TaskResult) -> None:
+        secrets = (*self._secrets, *(s for c in result.changes for s in c.secrets))
+        result.message = redact(result.message, secrets)
         self.report.host(result.host).results.append(result)
         self.events.host_result(result, self.check)
 
@@ -279,11 +327,13 @@ class Executor:
                 self._lock.release()
             self._lock = None
         for name, st in self._hosts.items():
-            if st.conn is not None:
+            used = [*self._dropped.get(name, []), *([st.conn] if st.conn is not None else [])]
+            if used:
                 self.report.connections[name] = {
-                    "connects": st.conn.stats.connects,
-                    "round_trips": st.conn.stats.round_trips,
+                    "connects": sum(c.stats.connects for c in used),
+                    "round_trips": sum(c.stats.round_trips for c in used),
                 }
+            if st.conn is not None:
                 # closing must never mask the run's result
                 with contextlib.suppress(Exception):
                     st.conn.close()
@@ -380,15 +430,16 @@ class Executor:
                 self._state(r.host).dead = True
         return ordered
 
-    def _context(self, host: str) -> ApplyContext:
+    def _context(self, host: str, secrets: tuple[str, ...] = ()) -> ApplyContext:
         st = self._state(host)
         assert st.facts is not None
+        hidden = (*self._secrets, *secrets)
         return ApplyContext(
             host=host,
             conn=self.connection(host),
             facts=st.facts,
             inventory=self.inventory,
-            log=lambda msg: self.events.log(host, msg),
+            log=lambda msg: self.events.log(host, redact(msg, hidden)),
             connection_to=self.connection,
             all_facts={h: s.facts for h, s in self._hosts.items() if s.facts is not None},
             options=self.options,
@@ -400,7 +451,7 @@ class Executor:
             return TaskResult(play.name, task.name, task.module, host, "ok", f"not run in plan: {check.description}")
         try:
             status: Status = "ok"
-            message = check.run(self._context(host))
+            message = self.retrying(host, check.description, check.retry_safe, lambda: check.run(self._context(host)))
         except ConnectError as e:
             self._mark_unreachable(host, str(e))
             status, message = "unreachable", str(e)
@@ -442,12 +493,16 @@ class Executor:
     def _apply(self, play: Play, task: Task, host: str, changes: list[Change]) -> TaskResult:
         t0 = time.monotonic()
         st = self._state(host)
-        ctx = self._context(host)
-        done: list[Change] = []
+        secrets = (*self._secrets, *(s for c in changes for s in c.secrets))
         try:
             for change in changes:
-                apply_change(ctx, change)
-                done.append(change)
+                # a fresh context per change: after a retried drop the connection is a new one
+                self.retrying(
+                    host,
+                    redact(change.description, secrets),
+                    change.retry_safe,
+                    lambda c=change: apply_change(self._context(host, secrets), c),  # type: ignore[misc]
+                )
             status: Status = "changed"
             message = ""
         except ConnectError as e:

@@ -64,6 +64,9 @@ class Change:
     exclusive: str | None = None
     # secrets that must never be printed (replaced by *** in every rendering)
     secrets: tuple[str, ...] = ()
+    # retry policy when the connection drops mid-change: True only if carrying the change out twice
+    # is harmless (e.g. an atomic file write); otherwise the host is reported unreachable, never retried
+    retry_safe: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class Check:
 
     description: str
     run: Callable[[ApplyContext], str]
+    # read-only, so it is run again on a fresh connection when the connection drops
+    retry_safe: bool = True
 
 
 Plan = list[Change] | NoOp | Check

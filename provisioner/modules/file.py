@@ -102,6 +102,7 @@ class FileModule(Module[FileArgs]):
                     after="",
                     commands=[f"rm -f {q(args.path)}"],
                     apply=_remove(args.path),
+                    retry_safe=True,  # rm -f twice is rm -f once
                 )
             ]
         data = args.data()
@@ -120,6 +121,7 @@ class FileModule(Module[FileArgs]):
                     mode=mode,
                     owner=owner,
                     apply=_put(args.path, data, mode, owner),
+                    retry_safe=True,  # an atomic write of the same bytes can be repeated
                 )
             ]
         cmds: list[str] = []
@@ -128,7 +130,7 @@ class FileModule(Module[FileArgs]):
         if args.owner and current.owner != _full_owner(args.owner, current.owner):
             cmds.append(f"chown {q(args.owner)} {q(args.path)}")
         if cmds:
-            return [Change(f"set mode/owner of {args.path}", commands=cmds)]
+            return [Change(f"set mode/owner of {args.path}", commands=cmds, retry_safe=True)]
         return NoOp(f"{args.path} is up to date")
 
 
