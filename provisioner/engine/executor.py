@@ -220,6 +220,7 @@ class Executor:
                 for host in play.hosts:
                     self._watch.setdefault(host, set()).update(mod.watch(task.args, self.inventory))
                     self._probes.setdefault(host, {}).update(mod.probes(task.args))
+                    self._probes[host].update(mod.inventory_probes(task.args, self.inventory))
 
     # ---- running ---------------------------------------------------------------------------
 

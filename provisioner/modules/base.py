@@ -127,6 +127,10 @@ class Module(Generic[A]):
         """Named shell commands whose exit codes plan() needs (gathered with the facts)."""
         return {}
 
+    def inventory_probes(self, args: A, inventory: Inventory) -> dict[str, str]:
+        """Like probes(), for commands that depend on the inventory (e.g. store addresses)."""
+        return {}
+
     def describe(self, args: A) -> str:
         """Default task name when the playbook gives none."""
         return self.name
