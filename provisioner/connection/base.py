@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import shlex
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from provisioner.errors import RemoteError
 
@@ -18,6 +19,27 @@ _STATS_LOCK = threading.Lock()
 
 # exit code `get` uses to tell "no such file" from a failing cat
 _MISSING_RC = 44
+
+# What a command may read on stdin: bytes, or a stream (a binary file object read to its end, or an
+# iterable of byte chunks) sent in pieces, so a large upload is never held in memory as a whole.
+Stdin = bytes | BinaryIO | Iterable[bytes]
+STDIN_CHUNK = 32768  # one SSH packet (paramiko's default maximum packet size)
+
+
+def stdin_chunks(stdin: Stdin, size: int = STDIN_CHUNK) -> Iterator[bytes]:
+    """``stdin`` as chunks of at most ``size`` bytes, without copying a large buffer again per chunk."""
+    if isinstance(stdin, bytes | bytearray | memoryview):
+        view = memoryview(stdin)
+        for i in range(0, len(view), size):
+            yield bytes(view[i : i + size])
+        return
+    read = getattr(stdin, "read", None)
+    if read is not None:
+        while chunk := read(size):
+            yield bytes(chunk)
+        return
+    for piece in stdin:
+        yield from stdin_chunks(piece, size)
 
 
 @dataclass(frozen=True)
@@ -52,7 +74,7 @@ class Connection(Protocol):
     stats: ConnectionStats
 
     def run(
-        self, cmd: str, *, sudo: bool = False, timeout: float | None = None, stdin: bytes | None = None
+        self, cmd: str, *, sudo: bool = False, timeout: float | None = None, stdin: Stdin | None = None
     ) -> RunResult: ...
 
     def put(self, data: bytes, path: str, *, mode: int = 0o644, owner: str | None = None) -> None: ...
@@ -95,7 +117,7 @@ class ShellConnection:
     # True when commands must be wrapped in sudo to act as root
     needs_become: bool = False
 
-    def _exec(self, cmd: str, stdin: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
+    def _exec(self, cmd: str, stdin: Stdin | None, timeout: float | None) -> tuple[int, bytes, bytes]:
         raise NotImplementedError
 
     def _wrap(self, cmd: str, sudo: bool) -> str:
@@ -104,17 +126,25 @@ class ShellConnection:
         return cmd
 
     def exec_bytes(
-        self, cmd: str, *, sudo: bool = False, timeout: float | None = None, stdin: bytes | None = None
+        self, cmd: str, *, sudo: bool = False, timeout: float | None = None, stdin: Stdin | None = None
     ) -> tuple[int, bytes, bytes]:
         with _STATS_LOCK:  # hosts' commands may run from several threads at once
             self.stats.round_trips += 1
             self.stats.commands.append(cmd)
-            if stdin:
+            if isinstance(stdin, bytes) and stdin:
                 self.stats.bytes_sent += len(stdin)
+        if stdin is not None and not isinstance(stdin, bytes):
+            stdin = self._counted(stdin)
         return self._exec(self._wrap(cmd, sudo), stdin, timeout)
 
+    def _counted(self, stdin: Stdin) -> Iterator[bytes]:
+        for chunk in stdin_chunks(stdin):
+            with _STATS_LOCK:
+                self.stats.bytes_sent += len(chunk)
+            yield chunk
+
     def run(
-        self, cmd: str, *, sudo: bool = False, timeout: float | None = None, stdin: bytes | None = None
+        self, cmd: str, *, sudo: bool = False, timeout: float | None = None, stdin: Stdin | None = None
     ) -> RunResult:
         rc, out, err = self.exec_bytes(cmd, sudo=sudo, timeout=timeout, stdin=stdin)
         return RunResult(rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
@@ -125,7 +155,7 @@ class ShellConnection:
         *,
         sudo: bool = True,
         timeout: float | None = None,
-        stdin: bytes | None = None,
+        stdin: Stdin | None = None,
         what: str = "",
         fix: str = "",
     ) -> RunResult:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from provisioner.connection.base import ConnectionStats, RunResult, ShellConnection
+from provisioner.connection.base import ConnectionStats, RunResult, ShellConnection, Stdin, stdin_chunks
 
 Responder = Callable[[str, bytes | None], RunResult]
 
@@ -48,9 +48,11 @@ class FakeConnection(ShellConnection):
         self._rules.append(_Rule(re.compile(pattern), respond or (lambda _c, _i: fixed), times))
         return self
 
-    def _exec(self, cmd: str, stdin: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
+    def _exec(self, cmd: str, stdin: Stdin | None, timeout: float | None) -> tuple[int, bytes, bytes]:
         if self.closed:
             raise RuntimeError("FakeConnection used after close()")
+        if stdin is not None and not isinstance(stdin, bytes):
+            stdin = b"".join(stdin_chunks(stdin))  # a streamed upload, read to its end as a host would
         self.calls.append(cmd)
         for rule in self._rules:
             if rule.times == 0 or not rule.pattern.search(cmd):

@@ -8,7 +8,6 @@ all in one command.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -134,22 +133,18 @@ def load_command(info: ArchiveInfo, ref: str) -> str:
     )
 
 
-_DATA: dict[Path, bytes] = {}
-_DATA_LOCK = threading.Lock()
-
-
-def _archive_bytes(info: ArchiveInfo) -> bytes:
-    # hosts loading the same archive in parallel share one copy in memory
-    with _DATA_LOCK:
-        if info.path not in _DATA:
-            _DATA[info.path] = info.path.read_bytes()
-        return _DATA[info.path]
-
-
 def _load(info: ArchiveInfo, ref: str) -> Callable[[ApplyContext], None]:
     def apply(ctx: ApplyContext) -> None:
         ctx.log(f"uploading {info.path.name} ({info.size / 1e6:.1f} MB)")
-        res = ctx.conn.run(load_command(info, ref), sudo=True, stdin=_archive_bytes(info), timeout=900)
+        # streamed from the file: hosts uploading in parallel each hold one packet, not the archive
+        try:
+            with info.path.open("rb") as archive:
+                res = ctx.conn.run(load_command(info, ref), sudo=True, stdin=archive, timeout=900)
+        except OSError as e:
+            raise TaskError(
+                f"{ctx.host}: cannot read the image archive {info.path}: {e}",
+                fix="check that the file exists and is readable, or fix image_archive in the inventory",
+            ) from e
         if res.rc == _CHECKSUM_RC:
             raise TaskError(
                 f"{ctx.host}: the uploaded {info.path.name} does not match its sha256 {info.sha256}; "
