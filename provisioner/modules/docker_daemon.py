@@ -29,13 +29,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.connection.base import q
-from provisioner.errors import TaskError
+from provisioner.connection.base import ShellConnection, q
+from provisioner.errors import ProvisionerError, TaskError
 from provisioner.facts import HostFacts
 from provisioner.inventory import Inventory
 from provisioner.modules._docker import wait_for
 from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
-from provisioner.modules.kv_store import cluster_store_url
+from provisioner.modules.capabilities import (
+    BACKENDS_PROBE,
+    BACKENDS_SCRIPT,
+    docker_host_reasons,
+    overlay_mode,
+    reach_probes,
+)
+from provisioner.modules.kv_store import backend_of, check_health, cluster_store_url
 
 # how long Docker may take to come back after a restart (and after the rollback restart)
 RESTART_TIMEOUT = 60.0
@@ -167,9 +174,21 @@ class DockerDaemonModule(Module[DockerDaemonArgs]):
     def watch(self, args: DockerDaemonArgs, inventory: Inventory) -> list[str]:
         return [PENDING_MARKER]
 
+    def probes(self, args: DockerDaemonArgs) -> dict[str, str]:
+        return {BACKENDS_PROBE: BACKENDS_SCRIPT}
+
+    def inventory_probes(self, args: DockerDaemonArgs, inventory: Inventory) -> dict[str, str]:
+        return reach_probes(inventory) if inventory.docker.overlay_mode != "swarm" else {}
+
+    def preflight(self, ctx: PlanContext, args: DockerDaemonArgs) -> list[str]:
+        return docker_host_reasons(ctx.inventory, ctx.facts, ctx.all_facts)
+
     def plan(self, ctx: PlanContext, args: DockerDaemonArgs) -> Plan:
         inv, f = ctx.inventory, ctx.facts
         d = f.docker
+        choice = overlay_mode(inv, {**ctx.all_facts, ctx.host: f})
+        if choice.mode == "swarm":
+            return NoOp(f"{choice.label()}: Docker needs no cluster store; configuration left as it is, no restart")
         if not d.installed:
             raise TaskError(f"{ctx.host}: Docker is not installed", fix="install it first: apt-get install docker.io")
         want = desired(inv, ctx.host, f)
@@ -225,8 +244,12 @@ class DockerDaemonModule(Module[DockerDaemonArgs]):
                 f"is present, configuration {(pending.content or '?').strip()[:12]})"
             )
         if not ops and not reasons:
-            return NoOp(f"Docker runs with cluster store {want.store}, advertise {d.cluster_advertise}")
-        return [_change(ctx, inv, want, ops, reasons)]
+            return NoOp(
+                f"Docker runs with cluster store {want.store}, advertise {d.cluster_advertise} ({choice.label()})"
+            )
+        change = _change(ctx, inv, want, ops, reasons)
+        change.notes.insert(0, choice.label())
+        return [change]
 
 
 def _restart_reasons(f: HostFacts, want: Desired) -> list[str]:
@@ -336,8 +359,42 @@ def config_hash(ops: list[FileOp], want: Desired) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
+def store_down(ctx: ApplyContext) -> str | None:
+    """Why the cluster store cannot serve a (re)starting dockerd now, or None when a quorum is healthy.
+
+    dockerd reads its store once at start: one started while the store is down never finds its peers
+    (its discovery watch dies) until it is restarted again, so Docker must not restart into a dead store."""
+    inv = ctx.inventory
+    down: list[str] = []
+    for host in inv.kv_store.hosts:
+
+        def conn(h: str = host) -> ShellConnection:
+            return ctx.conn if h == ctx.host or ctx.connection_to is None else ctx.connection_to(h)
+
+        try:
+            why = check_health(conn, inv, host)
+        except ProvisionerError as e:
+            why = str(e).splitlines()[0]
+        if why is not None:
+            down.append(f"{host}: {why}")
+    if (len(inv.kv_store.hosts) - len(down)) * 2 > len(inv.kv_store.hosts):
+        return None
+    return "; ".join(down)
+
+
 def _apply(ops: list[FileOp], want: Desired, digest: str) -> Callable[[ApplyContext], None]:
     def apply(ctx: ApplyContext) -> None:
+        down = store_down(ctx)
+        if down is not None:
+            b = backend_of(ctx.inventory)
+            raise TaskError(
+                f"{ctx.host}: not restarting Docker: the {b.name} store ({want.store}) is not healthy ({down}). "
+                "A dockerd started while its store is down never finds its peers, which leaves the overlay "
+                "silently broken. Nothing was changed on this host",
+                fix=f"start the store first (`docker start {b.container}` on "
+                f"{', '.join(ctx.inventory.kv_store.hosts)}, or apply playbooks/overlay.yml with its kv_store "
+                "play), then run again",
+            )
         # the marker goes first: whenever a new file is on disk, the restart it needs is recorded
         ctx.conn.check(f"mkdir -p {q(posixpath.dirname(PENDING_MARKER))}", what="could not create the marker folder")
         ctx.conn.put(f"{digest}\n".encode(), PENDING_MARKER, mode=0o644, owner="root:root")
