@@ -132,6 +132,7 @@ class Executor:
         # inventory secrets (passwords, passphrases) are masked in every message the run reports
         self._secrets = inventory_secrets(inventory)
         self._dropped: dict[str, list[ShellConnection]] = {}  # connections lost (and replaced) during the run
+        self._untrusted: set[str] = set()  # hosts whose SSH host key did not match
 
     # ---- connections and facts -------------------------------------------------------------
 
@@ -207,6 +208,8 @@ class Executor:
             return True
         except ConnectError as e:
             self._mark_unreachable(host, str(e))
+            if isinstance(e, HostKeyError):
+                self._untrusted.add(host)
         except ProvisionerError as e:
             self._record(TaskResult("", "gather facts", "facts", host, "failed", str(e)))
             st.dead = True
@@ -287,6 +290,16 @@ class Executor:
         there is one, the alternative that would work there.
         """
         self._map(self._prepare, hosts)  # no-op unless facts went stale while waiting for the lock
+        if self._untrusted:
+            # a host key that does not match may mean an attacker in the middle: change nothing anywhere
+            # until an operator has looked, rather than converging the hosts that happened to pass
+            names = ", ".join(sorted(self._untrusted))
+            self.report.error = (
+                f"the SSH host key of {names} does not match known_hosts; nothing was changed on any host.\n"
+                "    fix: verify the new key out of band (console, provider); if the host was reinstalled, "
+                "replace its known_hosts entry (ssh-keygen -R ADDRESS, then record the new key) and run again"
+            )
+            return False
         problems: dict[str, list[str]] = {}
         for play in playbook.plays:
             for task in [*play.tasks, *play.handlers]:

@@ -210,3 +210,20 @@ def test_mirrors_change_that_docker_info_does_not_show_is_not_lost() -> None:
 def test_docker_daemon_watches_its_marker() -> None:
     mod = docker_daemon.DockerDaemonModule()
     assert MARKER in mod.watch(mod.Args(), inventory())
+
+
+def test_a_changed_host_key_anywhere_stops_the_run_before_any_host_changes(inv: Inventory, tmp_path: Path) -> None:
+    from provisioner.errors import HostKeyError
+
+    cluster = Cluster()
+
+    def connect(host: str) -> ShellConnection:
+        if host == "h2":
+            raise HostKeyError(host, "host key for 198.18.0.11 CHANGED (a man-in-the-middle attack?)", "check it")
+        return cluster(host)
+
+    report = run(inv, tmp_path, FILE_PLAY, connect)
+    assert not report.ok and report.changed == 0
+    assert "/etc/motd" not in cluster.files["h1"]  # h1 passed the check, and still nothing was written
+    assert "does not match known_hosts; nothing was changed on any host" in report.error
+    assert report.hosts["h2"].unreachable and "man-in-the-middle" in report.hosts["h2"].unreachable_reason
