@@ -335,6 +335,9 @@ class Executor:
         )
 
     def close(self) -> None:
+        # in-flight host work finishes first (never abandon a restart half-way, nor cut its connection or
+        # release the lock under it); queued work is dropped
+        self._pool.shutdown(wait=True, cancel_futures=True)
         if self._lock is not None:
             # the lock must go even when the run was interrupted; a dead connection leaves it stale
             with contextlib.suppress(Exception):
@@ -352,8 +355,6 @@ class Executor:
                 with contextlib.suppress(Exception):
                     st.conn.close()
                 st.conn = None
-        # in-flight host work finishes (never abandon a restart half-way); queued work is dropped
-        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         return list(self._pool.map(fn, items))
@@ -433,7 +434,9 @@ class Executor:
                 results[host] = TaskResult(play.name, task.name, task.module, host, "failed", msg, changes)
                 self._state(host).dead = True
                 continue
-            results[host] = self._apply(play, task, host, changes)
+            # on a worker thread, like every host step: an interrupt (Ctrl-C, SIGTERM) reaches the main thread
+            # only, so the restart in flight is finished and verified before the run unwinds
+            results[host] = self._pool.submit(self._apply, play, task, host, changes).result()
             if results[host].status in ("failed", "unreachable"):
                 failed_at = host
         ordered = [results[h] for h in hosts if h in results]
