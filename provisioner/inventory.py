@@ -526,6 +526,7 @@ class Inventory(_Model):
                     "remove publish_address; each store host is published on its own address",
                 )
             )
+        problems.extend(self._mode_problems())
         groups = {g for h in self.hosts.values() for g in h.groups}
         for name, host in self.hosts.items():
             if KV_GROUP in host.groups:
@@ -570,6 +571,32 @@ class Inventory(_Model):
         if problems:
             raise many_invalid(problems)
         return self
+
+    def _mode_problems(self) -> list[tuple[tuple[str, ...], str, str]]:
+        """Overlay mode / store combinations that can never work, whatever the hosts run."""
+        out: list[tuple[tuple[str, ...], str, str]] = []
+        mode = self.docker.overlay_mode
+        if self.kv_store.backend == "zookeeper" and mode != "swarm":
+            out.append(
+                (
+                    ("kv_store", "backend"),
+                    "zookeeper cannot be Docker's cluster store: dockerd (20.10.5 and 20.10.24) panics in "
+                    "libnetwork (endpointCnt.Key, nil pointer) as soon as a container joins the overlay network",
+                    "set kv_store.backend: etcd (or consul on engines that have it), or docker.overlay_mode: swarm",
+                )
+            )
+        if mode == "swarm":
+            for name, net in self.networks.items():
+                if net.driver == "overlay" and not net.attachable:
+                    out.append(
+                        (
+                            ("networks", name, "attachable"),
+                            f"overlay network {name} is not attachable, so in swarm mode only swarm services could "
+                            "use it: plain containers (and the ping matrix probes) cannot join",
+                            "remove 'attachable: false' (swarm overlays are created with --attachable)",
+                        )
+                    )
+        return out
 
     # --- queries ----------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from provisioner.errors import TaskError
 from provisioner.inventory import Inventory
 from provisioner.modules._docker import ArchiveInfo, archive_info, normalize_ref, short_id
 from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
+from provisioner.modules.capabilities import overlay_mode
 
 # exit code of the upload command when the checksum on the host does not match
 _CHECKSUM_RC = 65
@@ -79,6 +80,10 @@ class DockerImageModule(Module[DockerImageArgs]):
         return f"docker_image {args.image or f'{args.from_inventory} image'}"
 
     def plan(self, ctx: PlanContext, args: DockerImageArgs) -> Plan:
+        if args.from_inventory == "kv_store":
+            choice = overlay_mode(ctx.inventory, {**ctx.all_facts, ctx.host: ctx.facts})
+            if choice.mode == "swarm":
+                return NoOp(f"{choice.label()}: no key-value store, so no store image")
         image, archive = args.resolve(ctx.inventory)
         d = ctx.facts.docker
         if not d.active:

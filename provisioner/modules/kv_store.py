@@ -30,6 +30,7 @@ from provisioner.modules._docker import (
     wait_for,
 )
 from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
+from provisioner.modules.capabilities import SWARM_ALTERNATIVE, ZOOKEEPER_REASON, overlay_mode
 
 # how long a (re)created store may take to answer healthy (leader elected)
 HEALTH_TIMEOUT = 90.0
@@ -93,16 +94,17 @@ def _consul_healthy(body: str) -> bool:
 
 
 def _etcd_args(n: StoreNode) -> tuple[list[str], list[str]]:
-    # dockerd talks etcd's v2 API: etcd 3.4+ needs it enabled
-    cmd = ["etcd", f"--name={n.name}", "--data-dir=/etcd-data", "--enable-v2=true"]
+    # dockerd talks etcd's v2 API: etcd 3.4+ needs it enabled. The entrypoint is named because images
+    # differ: the official one has none, an image built from Debian's etcd-server has etcd itself.
+    cmd = [f"--name={n.name}", "--data-dir=/etcd-data", "--enable-v2=true"]
     if n.size == 1:
         return (
-            ["-p", f"{n.address}:{n.port}:2379", "-h", "etcd"],
+            ["--entrypoint", "etcd", "-p", f"{n.address}:{n.port}:2379", "-h", "etcd"],
             [*cmd, "--listen-client-urls=http://0.0.0.0:2379", f"--advertise-client-urls=http://{n.address}:{n.port}"],
         )
     cluster = ",".join(f"{name}=http://{addr}:2380" for name, addr in _etcd_members(n))
     return (
-        ["--network", "host"],
+        ["--entrypoint", "etcd", "--network", "host"],
         [
             *cmd,
             f"--listen-client-urls=http://{n.address}:{n.port}",
@@ -139,6 +141,8 @@ BACKENDS: dict[str, Backend] = {
 
 def backend_of(inventory: Inventory) -> Backend:
     name = inventory.kv_store.backend
+    if name == "zookeeper":
+        raise TaskError(ZOOKEEPER_REASON, fix=f"set kv_store.backend: etcd, or {SWARM_ALTERNATIVE}")
     if name not in BACKENDS:
         raise TaskError(
             f"kv_store.backend {name} is not supported by this version of provisioner (supported: "
@@ -206,6 +210,9 @@ class KVStoreModule(Module[KVStoreArgs]):
 
     def plan(self, ctx: PlanContext, args: KVStoreArgs) -> Plan:
         inv = ctx.inventory
+        choice = overlay_mode(inv, {**ctx.all_facts, ctx.host: ctx.facts})
+        if choice.mode == "swarm":
+            return NoOp(f"{choice.label()}: swarm needs no key-value store; nothing deployed or removed")
         b = backend_of(inv)
         node = store_node(inv, ctx.host)
         d = ctx.facts.docker
