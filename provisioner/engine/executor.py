@@ -505,6 +505,10 @@ class Executor:
             return result("ok", plan.reason)
         if not plan:
             return result("ok", "nothing to do")
+        if self._secrets:
+            # inventory secrets are hidden in every rendering of a change (diff, commands, notes) too
+            for change in plan:
+                change.secrets = tuple(dict.fromkeys((*change.secrets, *self._secrets)))
         return plan
 
     def _apply(self, play: Play, task: Task, host: str, changes: list[Change]) -> TaskResult:
