@@ -505,7 +505,7 @@ class Executor:
             return result("ok", plan.reason)
         if not plan:
             return result("ok", "nothing to do")
-        if self._secrets:
+        if self._secrets and isinstance(plan, list):
             # inventory secrets are hidden in every rendering of a change (diff, commands, notes) too
             for change in plan:
                 change.secrets = tuple(dict.fromkeys((*change.secrets, *self._secrets)))
