@@ -8,6 +8,7 @@ from provisioner.modules import (  # noqa: F401
     file,
     kv_store,
     overlay_verify,
+    swarm,
 )
 from provisioner.modules.base import Change, Module, ModuleArgs, NoOp, PlanContext, register, registry
 

@@ -15,6 +15,7 @@ from provisioner.errors import TaskError
 from provisioner.facts import HostFacts, NetworkFact
 from provisioner.inventory import Network
 from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
+from provisioner.modules.capabilities import overlay_mode
 
 
 class DockerNetworkArgs(ModuleArgs):
@@ -22,14 +23,17 @@ class DockerNetworkArgs(ModuleArgs):
     name: str | None = None
 
 
-def create_command(name: str, net: Network) -> str:
+def create_command(name: str, net: Network, swarm: bool = False) -> str:
+    """``swarm``: a swarm-scope overlay, always attachable so plain containers (and probes) can join."""
     parts = ["docker network create", f"--driver {q(net.driver)}", f"--subnet {q(str(net.subnet))}"]
     if net.gateway is not None:
         parts.append(f"--gateway {q(str(net.gateway))}")
     if net.ip_range is not None:
         parts.append(f"--ip-range {q(str(net.ip_range))}")
-    if net.attachable:
+    if net.attachable or (swarm and net.driver == "overlay"):
         parts.append("--attachable")
+    if swarm and net.driver == "overlay":
+        parts.append("--scope swarm")
     options = dict(net.options)
     if net.parent is not None:
         options["parent"] = net.parent
@@ -38,7 +42,7 @@ def create_command(name: str, net: Network) -> str:
     return " ".join(parts)
 
 
-def drift(net: Network, have: NetworkFact) -> list[str]:
+def drift(net: Network, have: NetworkFact, swarm: bool = False) -> list[str]:
     """What differs between the inventory's network and the existing one (empty: the same)."""
     out: list[str] = []
 
@@ -47,6 +51,8 @@ def drift(net: Network, have: NetworkFact) -> list[str]:
             out.append(f"{what}: {_shown(have_v)} on the host, {_shown(want_v)} in the inventory")
 
     differs("driver", have.driver, net.driver)
+    if net.driver == "overlay" and have.scope:
+        differs("scope", have.scope, "swarm" if swarm else "global")
     differs("subnet", ", ".join(have.subnets), str(net.subnet))
     if net.gateway is not None:
         differs("gateway", ", ".join(have.gateways), str(net.gateway))
@@ -97,32 +103,39 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
         if not d.active:
             raise TaskError(f"{ctx.host}: Docker is not running ({d.state})", fix="run the docker_daemon task first")
         all_facts = {**ctx.all_facts, ctx.host: ctx.facts}
+        swarm = overlay_mode(inv, all_facts).mode == "swarm"
         changes: list[Change] = []
         same: list[str] = []
         problems: list[str] = []
         for name, net in wanted.items():
             have = d.network(name)
             if have is None:
+                if net.driver == "overlay" and swarm and not d.swarm_manager:
+                    raise TaskError(
+                        f"{ctx.host}: cannot create swarm overlay network {name}: this Docker is not a swarm manager",
+                        fix="run the swarm task first and run this task (run_once) on the first docker host",
+                    )
                 if net.driver == "overlay" and not d.cluster_store and d.swarm_state != "active":
                     raise TaskError(
                         f"{ctx.host}: cannot create overlay network {name}: this Docker has no cluster store "
                         "and is not in a swarm",
                         fix="run the docker_daemon task first (playbooks/overlay.yml does)",
                     )
+                # swarm networks show on workers only once a container there uses them
                 elsewhere = [h for h, f in all_facts.items() if h != ctx.host and f.docker.network(name)]
-                if net.driver == "overlay" and elsewhere:
+                if net.driver == "overlay" and elsewhere and not swarm:
                     raise TaskError(
                         f"overlay network {name} exists on {', '.join(elsewhere)} but {ctx.host} does not see it: "
                         f"{ctx.host}'s Docker does not share their cluster store",
                         fix=f"restart Docker on {ctx.host} (systemctl restart docker) once the store is up; "
                         "a dockerd that started while the store was down never finds it",
                     )
-                cmd = create_command(name, net)
+                cmd = create_command(name, net, swarm)
                 changes.append(
                     Change(f"create network {name} ({net.driver}, {net.subnet})", commands=[cmd], apply=_run([cmd]))
                 )
                 continue
-            diffs = drift(net, have)
+            diffs = drift(net, have, swarm)
             if not diffs:
                 same.append(name)
                 continue
@@ -134,7 +147,7 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
                     f"Recreating it would disconnect: {who}"
                 )
                 continue
-            cmd = create_command(name, net)
+            cmd = create_command(name, net, swarm)
             changes.append(
                 Change(
                     f"recreate network {name}: {'; '.join(diffs)}",

@@ -17,6 +17,7 @@ from provisioner.connection.base import ShellConnection, q
 from provisioner.errors import ProvisionerError, TaskError
 from provisioner.inventory import Inventory
 from provisioner.modules.base import ApplyContext, Check, Module, ModuleArgs, NoOp, Plan, PlanContext, register
+from provisioner.modules.capabilities import overlay_mode
 from provisioner.modules.kv_store import backend_of, check_health, cluster_store_url
 
 T = TypeVar("T")
@@ -30,6 +31,14 @@ HINTS = (
     "an MTU too small for VXLAN's 50 extra bytes on the path between the hosts",
     "a dockerd that started while the store was down: restart Docker on that host (systemctl restart docker)",
     "the key-value store unreachable from a docker host",
+)
+
+
+SWARM_HINTS = (
+    "UDP 4789 (VXLAN data), TCP/UDP 7946 (gossip) or TCP 2377 (swarm control) blocked between the hosts",
+    "NAT between the hosts (the advertise address must be the address the other hosts reach)",
+    "an MTU too small for VXLAN's 50 extra bytes on the path between the hosts",
+    "the network was created without --attachable (plain containers cannot join it)",
 )
 
 
@@ -190,7 +199,8 @@ def _store_problem(ctx: ApplyContext) -> str | None:
 
 def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> str:
     inv = ctx.inventory
-    store = _store_problem(ctx)
+    swarm = overlay_mode(inv, ctx.all_facts).mode == "swarm"
+    store = None if swarm else _store_problem(ctx)
     if store is not None:
         raise TaskError(
             store,
@@ -257,12 +267,17 @@ def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> str:
     failures = [f for m in matrices.values() for f in m.failures()]
     if not failures:
         return f"all {len(hosts)} hosts reach each other over {', '.join(networks)}\n{rendered}"
-    hints = list(HINTS)
-    url = cluster_store_url(inv)
+    hints = list(SWARM_HINTS if swarm else HINTS)
     for h in hosts:
         f = ctx.all_facts.get(h)
-        if f is not None and f.docker.active and f.docker.cluster_store != url:
-            hints.insert(0, f"{h}'s Docker uses cluster store {f.docker.cluster_store or '(none)'}, not {url}")
+        if f is None or not f.docker.active:
+            continue
+        if swarm and f.docker.swarm_state != "active":
+            hints.insert(0, f"{h}'s Docker is not in the swarm (state {f.docker.swarm_state})")
+        elif not swarm and f.docker.cluster_store != cluster_store_url(inv):
+            hints.insert(
+                0, f"{h}'s Docker uses cluster store {f.docker.cluster_store or '(none)'}, not {cluster_store_url(inv)}"
+            )
     if any(
         "No such image" in e or "Unable to find image" in e for m in matrices.values() for e in m.start_errors.values()
     ):
