@@ -180,6 +180,9 @@ def _converge(
                 hosts.remove_host(client, rec.container, rec.volume)
     st.hosts = [HostRecord(s.name, s.address, s.container, s.volume) for s in specs]
     state.save(sd, st)
+    raised = hosts.ensure_inotify_instances(len(specs))
+    if raised:
+        reporter.info(raised)
     with reporter.step(f"starting {len(specs)} {suite} hosts on {net}") as step:
         for s in specs:
             step.update(s.name)

@@ -81,6 +81,35 @@ def _authorized_keys_tar(pubkey: str) -> bytes:
     return buf.getvalue()
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+_INOTIFY_PER_HOST = 16  # a lab host's systemd, journald, logind, dockerd... hold about 8 (measured)
+
+
+def ensure_inotify_instances(hosts: int, knob: Path = INOTIFY_INSTANCES) -> str | None:
+    """Raise fs.inotify.max_user_instances so `hosts` systemd hosts can boot; returns what changed.
+
+    Every lab host's processes run as root and share root's limit (default 128): past ~12 hosts a new
+    host's systemd cannot get an inotify instance and its container exits 255 without a word. The
+    limit is only ever raised, never lowered.
+    """
+    want = max(512, _INOTIFY_PER_HOST * hosts)
+    try:
+        have = int(knob.read_text().strip())
+    except (OSError, ValueError):
+        return None  # not Linux-like: nothing to tune
+    if have >= want:
+        return None
+    try:
+        knob.write_text(f"{want}\n")
+    except OSError as e:
+        raise LabError(
+            f"{hosts} lab hosts need more inotify instances than fs.inotify.max_user_instances={have} allows "
+            f"(each host's systemd uses several): {e}\n"
+            f"    fix: sysctl -w fs.inotify.max_user_instances={want} (as root), then `provisioner lab up` again"
+        ) from e
+    return f"raised fs.inotify.max_user_instances from {have} to {want} for {hosts} hosts"
+
+
 def ensure_host(
     client: docker.DockerClient, lab_id: str, spec: HostSpec, image: str, network: str, pubkey: str
 ) -> bool:
