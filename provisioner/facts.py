@@ -84,6 +84,8 @@ class DockerFacts(BaseModel):
     swarm_cluster_id: str | None = None
     swarm_manager: bool = False
     swarm_node_addr: str | None = None
+    # node ids of the managers this node talks to (workers see no cluster id: this tells their swarm)
+    swarm_remote_managers: list[str] = Field(default_factory=list)
     live_restore: bool = False
     running_containers: int = 0
     networks: list[NetworkFact] = Field(default_factory=list)
@@ -306,6 +308,9 @@ def parse_facts(
         d.swarm_cluster_id = ((swarm.get("Cluster") or {}).get("ID")) or None
         d.swarm_manager = bool(swarm.get("ControlAvailable"))
         d.swarm_node_addr = swarm.get("NodeAddr") or None
+        d.swarm_remote_managers = sorted(
+            str(m.get("NodeID")) for m in swarm.get("RemoteManagers") or [] if isinstance(m, dict) and m.get("NodeID")
+        )
         d.live_restore = bool(info.get("LiveRestoreEnabled"))
         d.running_containers = int(info.get("ContainersRunning") or 0)
     else:
