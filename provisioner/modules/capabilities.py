@@ -126,7 +126,7 @@ def overlay_mode(inventory: Inventory, all_facts: Mapping[str, HostFacts]) -> Mo
     mix): swarm when a docker host cannot use the store or is already in a swarm, kv otherwise."""
     wanted = inventory.docker.overlay_mode
     if wanted != "auto":
-        return ModeChoice(wanted, f"docker.overlay_mode: {wanted}")
+        return ModeChoice(wanted, "set in docker.overlay_mode")
     backend = inventory.kv_store.backend
     seen = [h for h in docker_hosts(inventory) if h in all_facts]
     for host in seen:

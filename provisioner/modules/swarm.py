@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from provisioner.connection.base import q
-from provisioner.errors import TaskError
+from provisioner.errors import ConnectError, ProvisionerError, TaskError
 from provisioner.facts import HostFacts
 from provisioner.inventory import Inventory
 from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
@@ -74,12 +74,19 @@ def plan_swarm(inventory: Inventory, host: str, facts: HostFacts, manager: HostF
             f"{host}: cannot plan the swarm without the manager {name} (not in this run)",
             fix=f"include {name} in the run (--limit)",
         )
-    want = manager.docker.swarm_cluster_id if manager.docker.swarm_state == "active" else None
+    m = manager.docker
+    want = m.swarm_cluster_id if m.swarm_state == "active" else None
     if d.swarm_state == "active":
-        if want is not None and d.swarm_cluster_id == want:
+        # a manager reports the cluster id; a worker only the managers it talks to
+        same = want is not None and (
+            d.swarm_cluster_id == want
+            if d.swarm_cluster_id
+            else m.swarm_node_id is not None and m.swarm_node_id in d.swarm_remote_managers
+        )
+        if same:
             role = "manager" if d.swarm_manager else "worker"
             return NoOp(f"already in this swarm ({want}) as {role} (node {d.swarm_node_id})")
-        theirs = d.swarm_cluster_id or "?"
+        theirs = d.swarm_cluster_id or f"managed by {', '.join(d.swarm_remote_managers) or '?'}"
         raise TaskError(
             f"{host} is in another swarm ({theirs}) than {name}'s "
             f"({want or 'none yet: ' + name + ' is not in a swarm'}); provisioner does not move nodes between swarms",
@@ -126,12 +133,18 @@ def _join(manager: str, addr: str, target: str) -> Callable[[ApplyContext], None
             fix=f"check that {manager} is a swarm manager (`docker node ls` there)",
         )
         token = res.stdout.strip()
-        ctx.conn.check(
-            f"docker swarm join --token {q(token)} --advertise-addr {q(addr)} {q(target)}",
-            timeout=120,
-            what=f"could not join {ctx.host} to the swarm at {target}",
-            fix=f"TCP {SWARM_PORT} and 7946, UDP 7946 and 4789 must be open between {ctx.host} and {manager}",
-        )
+        try:
+            ctx.conn.check(
+                f"docker swarm join --token {q(token)} --advertise-addr {q(addr)} {q(target)}",
+                timeout=120,
+                what=f"could not join {ctx.host} to the swarm at {target}",
+                fix=f"TCP {SWARM_PORT} and 7946, UDP 7946 and 4789 must be open between {ctx.host} and {manager}",
+            )
+        except ConnectError as e:
+            # the token is known only now, so no Change.secrets can hide it: mask it in the error itself
+            raise ConnectError(ctx.host, str(e).split(": ", 1)[-1].replace(token, "***")) from None
+        except ProvisionerError as e:
+            raise TaskError(str(e).replace(token, "***")) from None
 
     return apply
 
