@@ -143,3 +143,24 @@ def test_cli_output_hides_inventory_secrets(tmp_path: Path) -> None:
                 assert "127.0.0.1" in res.stdout + res.stderr  # it did try, and said where
         if junit.exists():
             assert_clean(junit.read_text(), "JUnit")
+
+
+@pytest.mark.parametrize("fault", ["refused", "lost"])
+def test_swarm_join_token_read_at_apply_time_is_masked_in_its_errors(tmp_path: Path, fault: str) -> None:
+    from provisioner.connection.base import RunResult
+    from provisioner.errors import ConnectError, ProvisionerError
+    from provisioner.facts import HostFacts
+    from provisioner.modules import swarm
+
+    def join(cmd: str, _stdin: bytes | None) -> RunResult:
+        if fault == "lost":
+            raise ConnectError("h1", f"SSH connection to 198.18.0.10:22 lost before: {cmd}")
+        return RunResult(1, "", f"Error response from daemon: invalid join token {TOKEN}")
+
+    conn = FakeConnection("h1").on("join-token -q worker", stdout=f"{TOKEN}\n").on("swarm join --token", respond=join)
+    inv = load_inventory(write_inventory(tmp_path))
+    ctx = ApplyContext(host="h1", conn=conn, facts=HostFacts(host="h1"), inventory=inv)
+    with pytest.raises(ProvisionerError) as err:
+        swarm._join("h0", "198.18.0.11", "198.18.0.10:2377")(ctx)
+    assert isinstance(err.value, ConnectError) is (fault == "lost")  # still unreachable, not failed
+    assert TOKEN not in str(err.value) and "--token ***" in str(err.value)
