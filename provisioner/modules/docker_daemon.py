@@ -359,11 +359,26 @@ def config_hash(ops: list[FileOp], want: Desired) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def store_down(ctx: ApplyContext) -> str | None:
-    """Why the cluster store cannot serve a (re)starting dockerd now, or None when a quorum is healthy.
+# how long a restart waits for the store to answer healthy (e.g. a store container that just started)
+STORE_WAIT = 20.0
+
+
+def store_down(ctx: ApplyContext, timeout: float = STORE_WAIT) -> str | None:
+    """Why the cluster store cannot serve a (re)starting dockerd, or None once a quorum is healthy.
 
     dockerd reads its store once at start: one started while the store is down never finds its peers
     (its discovery watch dies) until it is restarted again, so Docker must not restart into a dead store."""
+    last: list[str] = [""]
+
+    def probe() -> bool | None:
+        why = _store_down_once(ctx)
+        last[0] = why or ""
+        return True if why is None else None
+
+    return None if wait_for(probe, timeout=timeout, interval=2.0) else last[0]
+
+
+def _store_down_once(ctx: ApplyContext) -> str | None:
     inv = ctx.inventory
     down: list[str] = []
     for host in inv.kv_store.hosts:
