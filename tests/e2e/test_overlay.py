@@ -1,9 +1,9 @@
 """The overlay job end to end on a 3-host bullseye lab (lab1: kv, lab2/lab3: docker), through the real CLI.
 
-The scenarios share one lab and run in order: from scratch, in sync, hand-edited drop-in, a broken
-advertise interface (rollback), verify alone, verify with the store stopped. Every apply that should
-converge is run twice; the second must change nothing. Wall times of the first and second apply are
-printed (run with -s to see them) and kept in ``TIMES``.
+The scenarios share one lab and run in order: from scratch, in sync, hand-edited drop-in, a missing
+advertise interface (refused at preflight), a drop-in dockerd rejects (rollback), verify alone, verify
+with the store stopped. Every apply that should converge is run twice; the second must change nothing.
+Wall times of the first and second apply are printed (run with -s to see them) and kept in ``TIMES``.
 
 Environment: PROVISIONER_E2E_LAB_DIR (default /var/lib/provisioner/lab-e2e-overlay) and
 PROVISIONER_E2E_LAB_SUBNET (default 198.18.4.0/24) keep this lab apart from others on the machine.
@@ -142,7 +142,7 @@ def test_hand_edited_dropin_is_planned_and_restored_on_that_host_only(inventory:
     assert docker_started("lab3") == started["lab3"]
 
 
-def test_missing_advertise_interface_rolls_back(inventory: Path, tmp_path: Path) -> None:
+def test_missing_advertise_interface_is_refused_at_preflight(inventory: Path, tmp_path: Path) -> None:
     broken = tmp_path / "inventory.yml"
     # only lab3 gets the missing interface: lab2 keeps the inventory's eth0
     text = inventory.read_text()
@@ -150,17 +150,34 @@ def test_missing_advertise_interface_rolls_back(inventory: Path, tmp_path: Path)
     broken.write_text(text.replace(lab3_line, lab3_line.replace("groups: [docker]}", "groups: [docker], "
                                                                 "advertise_interface: eth9}")))  # fmt: skip
     before = sh("lab3", f"cat {DROPIN}")
-    started2 = docker_started("lab2")
+    started = {h: docker_started(h) for h in ("lab2", "lab3")}
+    rc, report, _ = run_json("apply", broken)
+    assert rc == 1 and report["changed"] == 0
+    assert "lab3: advertise interface eth9 does not exist" in report["error"]
+    assert sh("lab3", f"cat {DROPIN}") == before
+    assert {h: docker_started(h) for h in ("lab2", "lab3")} == started
+
+
+def test_drop_in_dockerd_rejects_rolls_back(inventory: Path, tmp_path: Path) -> None:
+    # dockerd 20.10 refuses a registry mirror with a path at start-up ("invalid mirror"): nothing before
+    # the restart can tell, so the restart fails and the previous drop-in must come back
+    broken = tmp_path / "inventory.yml"
+    mirror = "  registry_mirrors: ['https://mirror.invalid/path']"
+    broken.write_text(inventory.read_text().replace("  advertise_port: 2376", f"  advertise_port: 2376\n{mirror}"))
+    before = sh("lab2", f"cat {DROPIN}")
+    started3 = docker_started("lab3")
     for _ in (1, 2):
         rc, report, _ = run_json("apply", broken)
         assert rc == 1
-        (failed,) = [t for t in tasks(report, "lab3") if t["status"] == "failed"]
+        (failed,) = [t for t in tasks(report, "lab2") if t["status"] == "failed"]
         assert "previous configuration was restored and Docker is running again" in failed["message"]
-        assert "eth9" in failed["message"]
-        assert sh("lab3", "systemctl is-active docker") == "active"
-        assert sh("lab3", f"cat {DROPIN}") == before
-        assert report["hosts"]["lab2"]["failed"] == 0
-    assert docker_started("lab2") == started2
+        assert "invalid mirror" in failed["message"]
+        assert sh("lab2", "systemctl is-active docker") == "active"
+        assert sh("lab2", f"cat {DROPIN}") == before
+        # rolling restart: lab3 is not touched after lab2 failed
+        (skipped,) = [t for t in tasks(report, "lab3") if t["status"] == "failed"]
+        assert "lab2 failed first" in skipped["message"]
+    assert docker_started("lab3") == started3
     rc, report, _ = run_json("apply", inventory)
     assert rc == 0 and report["changed"] == 0
 
