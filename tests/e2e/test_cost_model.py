@@ -1,0 +1,90 @@
+"""The cost model, on a real 3-host lab: what a run in sync costs in SSH connections and round trips.
+
+Per host and run: one SSH connection; facts in one round trip. On a converged cluster a no-op `apply`
+costs the kv host facts + lock take + lock release, and each docker host its facts alone; `plan`
+takes no lock, so one round trip per host. The budget below is the measured figure; a change that
+makes it grow fails here (raise the budget only together with the reason in the commit).
+
+Environment: PROVISIONER_E2E_COST_LAB_DIR (default /var/lib/provisioner/lab-e2e-cost) and
+PROVISIONER_E2E_COST_LAB_SUBNET (default 198.18.11.0/24) keep this lab apart from others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.lab import lab_down, lab_up
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = ROOT / "playbooks" / "overlay.yml"
+STATE = Path(os.environ.get("PROVISIONER_E2E_COST_LAB_DIR", "/var/lib/provisioner/lab-e2e-cost"))
+SUBNET = os.environ.get("PROVISIONER_E2E_COST_LAB_SUBNET", "198.18.11.0/24")
+
+# round trips per host on a converged lab (lab1: kv, lab2/lab3: docker)
+NOOP_APPLY = {"lab1": 3, "lab2": 1, "lab3": 1}  # kv: facts, lock take, lock release
+PLAN = {"lab1": 1, "lab2": 1, "lab3": 1}  # facts only
+
+
+def run(command: str, inventory: Path) -> tuple[int, dict[str, Any]]:
+    res = subprocess.run(
+        [sys.executable, "-m", "provisioner", command, "-i", str(inventory), str(PLAYBOOK), "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        check=False,
+    )
+    try:
+        return res.returncode, json.loads(res.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"{command}: no JSON report (exit {res.returncode})\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
+
+
+def costs(report: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
+    conns = report["connections"]
+    return (
+        {h: int(c["connects"]) for h, c in conns.items()},
+        {h: int(c["round_trips"]) for h, c in conns.items()},
+    )
+
+
+@pytest.fixture(scope="module")
+def converged() -> Iterator[Path]:
+    lab_down(state_dir=STATE, keep_image=True)
+    info = lab_up(hosts=3, suite="bullseye", subnet=SUBNET, state_dir=STATE)
+    try:
+        rc, report = run("apply", info.inventory_path)
+        assert rc == 0 and report["changed"] > 0, json.dumps(report, indent=1)[-3000:]
+        connects, _ = costs(report)
+        assert connects == {"lab1": 1, "lab2": 1, "lab3": 1}  # even a first apply: one connection per host
+        yield info.inventory_path
+    finally:
+        lab_down(state_dir=STATE, keep_image=True)
+
+
+def test_noop_apply_stays_within_the_round_trip_budget(converged: Path) -> None:
+    rc, report = run("apply", converged)
+    assert rc == 0 and report["changed"] == 0, json.dumps(report, indent=1)[-3000:]
+    connects, round_trips = costs(report)
+    assert connects == {"lab1": 1, "lab2": 1, "lab3": 1}
+    over = {h: (n, NOOP_APPLY.get(h, 0)) for h, n in round_trips.items() if n > NOOP_APPLY.get(h, 0)}
+    assert not over, f"no-op apply: round trips (measured, budget) grew on {over}"
+
+
+def test_plan_in_sync_is_one_round_trip_per_host(converged: Path) -> None:
+    rc, report = run("plan", converged)
+    assert rc == 0 and report["changed"] == 0, json.dumps(report, indent=1)[-3000:]
+    connects, round_trips = costs(report)
+    assert connects == {"lab1": 1, "lab2": 1, "lab3": 1}
+    over = {h: (n, PLAN.get(h, 0)) for h, n in round_trips.items() if n > PLAN.get(h, 0)}
+    assert not over, f"plan: round trips (measured, budget) grew on {over}"
