@@ -101,6 +101,13 @@ def timed(name: str, command: str, inventory: Path, *extra: str) -> tuple[int, d
     return out
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _print_times() -> Iterator[None]:
+    yield
+    for name, secs in TIMES.items():
+        print(f"engines e2e: {name}: {secs:.1f}s")
+
+
 @pytest.fixture(scope="module")
 def kv_lab() -> Iterator[Path]:
     lab_down(state_dir=KV_STATE, keep_image=True)
@@ -109,8 +116,6 @@ def kv_lab() -> Iterator[Path]:
         yield info.inventory_path
     finally:
         lab_down(state_dir=KV_STATE, keep_image=True)
-        for name, secs in TIMES.items():
-            print(f"engines e2e: {name}: {secs:.1f}s")
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +228,6 @@ def swarm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield variant(info.inventory_path, tmp_path_factory.mktemp("swarm"), "auto", docker="  overlay_mode: auto")
     finally:
         lab_down(state_dir=SWARM_STATE, keep_image=True)
-        for name, secs in TIMES.items():
-            print(f"engines e2e: {name}: {secs:.1f}s")
 
 
 def test_swarm_mode_runs_the_whole_job_then_is_in_sync(swarm_lab: Path) -> None:
