@@ -265,9 +265,15 @@ def _boot_tail(client: docker.DockerClient, spec: HostSpec) -> str:
     return "\n".join(f"    | {line}" for line in out.strip().splitlines()[-15:])
 
 
-def read_host_key(client: docker.DockerClient, spec: HostSpec) -> str:
-    rc, out = exec_in(client, spec.container, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])
-    parts = out.split()
+def read_host_key(client: docker.DockerClient, spec: HostSpec, attempts: int = 20) -> str:
+    # seen once: exit 0 with empty output right after boot (the exec's output lost, or the key read as it
+    # was being written); the key is only trusted once a read returns a whole one
+    for _ in range(attempts):
+        rc, out = exec_in(client, spec.container, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])
+        parts = out.split()
+        if rc == 0 and len(parts) >= 2 and parts[0] == "ssh-ed25519":
+            break
+        time.sleep(0.5)
     if rc != 0 or len(parts) < 2 or parts[0] != "ssh-ed25519":
         raise LabError(
             f"{spec.name}: cannot read its SSH host key (exit {rc}): {out.strip()[:200]}\n"
