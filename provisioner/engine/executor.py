@@ -469,16 +469,21 @@ class Executor:
         try:
             status: Status = "ok"
             message = self.retrying(host, check.description, check.retry_safe, lambda: check.run(self._context(host)))
-        except ConnectError as e:
-            self._mark_unreachable(host, str(e))
-            status, message = "unreachable", str(e)
-        except ProvisionerError as e:
-            status, message = "failed", str(e)
-        except Exception as e:
-            status, message = "failed", f"internal error in module {task.module}: {type(e).__name__}: {e}"
+        except Exception as e:  # classified by _failure
+            status, message = self._failure(host, task.module, e)
         return TaskResult(
             play.name, task.name, task.module, host, status, message, [], time.monotonic() - t0, report=True
         )
+
+    def _failure(self, host: str, module: str, e: Exception) -> tuple[Status, str]:
+        """What an exception from a module means for its host: unreachable, failed, or a bug (still
+        only that host fails: one module's bug must not take the run down)."""
+        if isinstance(e, ConnectError):
+            self._mark_unreachable(host, str(e))
+            return "unreachable", str(e)
+        if isinstance(e, ProvisionerError):
+            return "failed", str(e)
+        return "failed", f"internal error in module {module}: {type(e).__name__}: {e}"
 
     def _plan(self, play: Play, task: Task, host: str) -> list[Change] | Check | TaskResult:
         t0 = time.monotonic()
@@ -494,13 +499,8 @@ class Executor:
                 if not parse(task.when).evaluate(facts.model_dump()):
                     return result("skipped", f"when: {task.when} is false")
             plan = self._modules[task.module].plan(self._plan_context(host), task.args)
-        except ConnectError as e:
-            self._mark_unreachable(host, str(e))
-            return result("unreachable", str(e))
-        except ProvisionerError as e:
-            return result("failed", str(e))
-        except Exception as e:
-            return result("failed", f"internal error in module {task.module}: {type(e).__name__}: {e}")
+        except Exception as e:  # classified by _failure
+            return result(*self._failure(host, task.module, e))
         if isinstance(plan, NoOp):
             return result("ok", plan.reason)
         if not plan:
@@ -526,13 +526,8 @@ class Executor:
                 )
             status: Status = "changed"
             message = ""
-        except ConnectError as e:
-            self._mark_unreachable(host, str(e))
-            status, message = "unreachable", str(e)
-        except ProvisionerError as e:
-            status, message = "failed", str(e)
-        except Exception as e:
-            status, message = "failed", f"internal error in module {task.module}: {type(e).__name__}: {e}"
+        except Exception as e:  # classified by _failure
+            status, message = self._failure(host, task.module, e)
         finally:
             st.stale = True
         return TaskResult(play.name, task.name, task.module, host, status, message, changes, time.monotonic() - t0)
