@@ -328,6 +328,10 @@ class KVStore(_Model):
     image_archive: ArchivePath = None
     port: Port = KV_DEFAULT_PORTS["consul"]
     publish_address: OptIPField = None
+    # how the tool reaches the store for health checks: `auto` connects directly when the port answers
+    # from here, else through the kv host's SSH connection; `ssh` always goes through SSH (for when the
+    # store's address leads somewhere else from this machine, e.g. through a NAT or a proxy)
+    check_via: Literal["auto", "ssh"] = "auto"
 
     @model_validator(mode="before")
     @classmethod

@@ -153,16 +153,17 @@ class StoreClient:
     """HTTP GETs against a store endpoint: directly when reachable from here, else through the host's
     SSH connection (a forwarded port when the transport has one, else curl/wget on the host)."""
 
-    def __init__(self, conn: Callable[[], ShellConnection], address: str, port: int) -> None:
-        # a factory: the connection to the store host is opened only when the direct route fails
+    def __init__(self, conn: Callable[[], ShellConnection], address: str, port: int, direct: bool = True) -> None:
+        # a factory: the connection to the store host is opened only when the direct route is not taken
         self.conn = conn
         self.address = address
         self.port = port
+        self.direct = direct
 
     @contextmanager
     def endpoint(self) -> Iterator[tuple[str, int] | None]:
         """(host, port) reachable from here, or None when only the shell route is left."""
-        if tcp_reachable(self.address, self.port):
+        if self.direct and tcp_reachable(self.address, self.port):
             yield (self.address, self.port)
             return
         forward = getattr(self.conn(), "forward", None)

@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.connection.base import ShellConnection, q
-from provisioner.errors import ProvisionerError, TaskError
+from provisioner.connection.base import q
+from provisioner.errors import TaskError
 from provisioner.facts import HostFacts
 from provisioner.inventory import Inventory
 from provisioner.modules._docker import wait_for
@@ -42,7 +42,7 @@ from provisioner.modules.capabilities import (
     overlay_mode,
     reach_probes,
 )
-from provisioner.modules.kv_store import backend_of, check_health, cluster_store_url
+from provisioner.modules.kv_store import backend_of, cluster_store_url, quorum_down
 
 # how long Docker may take to come back after a restart (and after the rollback restart)
 RESTART_TIMEOUT = 60.0
@@ -379,22 +379,8 @@ def store_down(ctx: ApplyContext, timeout: float = STORE_WAIT) -> str | None:
 
 
 def _store_down_once(ctx: ApplyContext) -> str | None:
-    inv = ctx.inventory
-    down: list[str] = []
-    for host in inv.kv_store.hosts:
-
-        def conn(h: str = host) -> ShellConnection:
-            return ctx.conn if h == ctx.host or ctx.connection_to is None else ctx.connection_to(h)
-
-        try:
-            why = check_health(conn, inv, host)
-        except ProvisionerError as e:
-            why = str(e).splitlines()[0]
-        if why is not None:
-            down.append(f"{host}: {why}")
-    if (len(inv.kv_store.hosts) - len(down)) * 2 > len(inv.kv_store.hosts):
-        return None
-    return "; ".join(down)
+    down = quorum_down(ctx)
+    return None if down is None else "; ".join(down)
 
 
 def _apply(ops: list[FileOp], want: Desired, digest: str) -> Callable[[ApplyContext], None]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from provisioner.connection.base import ShellConnection, q
-from provisioner.errors import TaskError
+from provisioner.errors import ProvisionerError, TaskError
 from provisioner.inventory import Inventory
 from provisioner.modules._docker import (
     LABEL_ARGS,
@@ -172,7 +172,7 @@ def check_health(conn: Callable[[], ShellConnection], inventory: Inventory, host
     from here (for a forwarded port, or curl on the host)."""
     b = backend_of(inventory)
     address, port = kv_endpoint_of(inventory, host)
-    client = StoreClient(conn, address, port)
+    client = StoreClient(conn, address, port, direct=inventory.kv_store.check_via == "auto")
     with client.endpoint() as ep:
         if ep is None:
             body = client.get_via_shell(b.health_path)
@@ -183,6 +183,26 @@ def check_health(conn: Callable[[], ShellConnection], inventory: Inventory, host
     if body is None:
         return f"no answer from {address}:{port}{b.health_path}"
     return None if b.healthy(body) else f"not healthy yet ({b.health_path} says {body.strip()[:80]!r})"
+
+
+def quorum_down(ctx: ApplyContext) -> list[str] | None:
+    """None while a majority of the store hosts is healthy; else, per unhealthy host, why not.
+
+    Each store host is checked over the run's own connection to it (ctx.connection_to)."""
+    inv = ctx.inventory
+    down: list[str] = []
+    for host in inv.kv_store.hosts:
+
+        def conn(h: str = host) -> ShellConnection:
+            return ctx.conn if h == ctx.host or ctx.connection_to is None else ctx.connection_to(h)
+
+        try:
+            why = check_health(conn, inv, host)
+        except ProvisionerError as e:
+            why = str(e).splitlines()[0]
+        if why is not None:
+            down.append(f"{host}: {why}")
+    return None if (len(inv.kv_store.hosts) - len(down)) * 2 > len(inv.kv_store.hosts) else down
 
 
 def _consul_leader(host: str, port: int) -> str | None:

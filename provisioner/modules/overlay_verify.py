@@ -18,7 +18,7 @@ from provisioner.errors import ProvisionerError, TaskError
 from provisioner.inventory import Inventory
 from provisioner.modules.base import ApplyContext, Check, Module, ModuleArgs, NoOp, Plan, PlanContext, register
 from provisioner.modules.capabilities import overlay_mode
-from provisioner.modules.kv_store import backend_of, check_health, cluster_store_url
+from provisioner.modules.kv_store import backend_of, cluster_store_url, quorum_down
 
 T = TypeVar("T")
 
@@ -109,11 +109,17 @@ def ping_script(host: str, targets: list[tuple[str, str, str]], count: int, time
     process, the daemon and runc: ~0.1 s of CPU, and N hosts x N-1 of them made the matrix the slowest
     part of a run). A probe image without a shell falls back to one `docker exec ... ping` per target.
     """
+    # A new overlay endpoint is reachable only once the other hosts learned it (through the store and
+    # gossip): that takes a moment, longer on a loaded cluster. So each attempt first sends one quick
+    # ping and only then the real `count` pings; attempts repeat every second until the deadline
+    # ((retries + 1) x timeout), so a healthy pair passes as soon as it can and a broken one fails then.
     wait = max(1, round(timeout))
+    attempts = max(retries + 1, round((retries + 1) * timeout / 2))
     attempt = (
         "i=0; while :; do "
-        f'if {{ping}} -c {count} -W {wait} "$2" >/dev/null 2>&1; then echo "{_MARK} $3 $4 ok"; return; fi; '
-        f'i=$((i+1)); [ $i -gt {retries} ] && break; sleep 1; done; echo "{_MARK} $3 $4 FAIL"'
+        f'if {{ping}} -c 1 -W 1 "$2" >/dev/null 2>&1 && {{ping}} -c {count} -W {wait} "$2" >/dev/null 2>&1; '
+        f'then echo "{_MARK} $3 $4 ok"; return; fi; '
+        f'i=$((i+1)); [ $i -ge {attempts} ] && break; sleep 1; done; echo "{_MARK} $3 $4 FAIL"'
     )
     lines = [
         "p() { " + attempt.replace("{ping}", 'docker exec "$1" ping') + "; }",
@@ -195,28 +201,13 @@ def _hosts(inventory: Inventory, pattern: str) -> list[str]:
 
 
 def _store_problem(ctx: ApplyContext) -> str | None:
-    inv = ctx.inventory
-    b = backend_of(inv)
-    down: list[str] = []
-    for host in inv.kv_store.hosts:
-
-        def conn(h: str = host) -> ShellConnection:
-            if h == ctx.host or ctx.connection_to is None:
-                return ctx.conn
-            return ctx.connection_to(h)
-
-        try:
-            why = check_health(conn, inv, host)
-        except ProvisionerError as e:
-            why = str(e)
-        if why is not None:
-            down.append(f"{host}: {why}")
-    healthy = len(inv.kv_store.hosts) - len(down)
-    if healthy * 2 > len(inv.kv_store.hosts):
+    down = quorum_down(ctx)
+    if down is None:
         return None
+    inv = ctx.inventory
     return (
-        f"the {b.name} store ({cluster_store_url(inv)}) is not healthy, and overlay networking depends on it:\n"
-        + "\n".join(f"    {d}" for d in down)
+        f"the {backend_of(inv).name} store ({cluster_store_url(inv)}) is not healthy, and overlay networking "
+        "depends on it:\n" + "\n".join(f"    {d}" for d in down)
     )
 
 

@@ -168,6 +168,7 @@ def test_marker_is_written_before_the_config_and_kept_when_the_run_dies_in_the_r
         raise lost("lab2")
 
     conn = FakeConnection("lab2").on("^mkdir -p ").on("systemctl restart docker", respond=killed)
+    conn.on(r"curl -fsS -m 5 http://198\.18\.0\.11:8500/v1/status/leader", stdout='"198.18.0.11:8300"')
     assert c.apply is not None
     with pytest.raises(ConnectError):
         c.apply(ctx_for(conn, f))

@@ -48,7 +48,8 @@ def inventory(**over: Any) -> Inventory:
             "lab2": {"address": "198.18.0.12", "groups": ["docker"]},
             "lab3": {"address": "198.18.0.13", "groups": ["docker"]},
         },
-        "kv_store": {"hosts": ["lab1"], "image": "provisioner-lab/consul:1.8.7"},
+        # the store is checked through the (fake) host connection: unit tests never open a socket off loopback
+        "kv_store": {"hosts": ["lab1"], "image": "provisioner-lab/consul:1.8.7", "check_via": "ssh"},
         "networks": {"ov_net1": {"driver": "overlay", "subnet": "198.19.1.0/24"}},
         "verify": {"image": "provisioner-lab/probe:latest", "retries": 1, "ping_count": 1},
     }
@@ -339,7 +340,7 @@ def local_kv_inventory(port: int) -> Inventory:
     return inventory(hosts={"store1": {"address": "127.0.0.1", "groups": ["kv"]},
                             "lab2": {"address": "198.18.0.12", "groups": ["docker"]},
                             "lab3": {"address": "198.18.0.13", "groups": ["docker"]}},
-                     kv_store={"hosts": ["store1"], "port": port})  # fmt: skip
+                     kv_store={"hosts": ["store1"], "port": port, "check_via": "auto"})  # fmt: skip
 
 
 def test_kv_apply_waits_for_leader_with_py_consul(store: tuple[int, type[_Store]]) -> None:
@@ -498,6 +499,8 @@ def daemon_conn(restart_rc: int, states: list[str], files: dict[str, bytes] | No
     conn.on(r"^systemctl daemon-reload; systemctl reset-failed docker; systemctl restart docker", rc=0)
     conn.on(r"^systemctl is-active docker; timeout 10 docker info", respond=state_responder(states))
     conn.on("^journalctl -u docker", stdout="dockerd: failed to parse cluster-advertise: no interface ens9\n")
+    # the store's health, asked through the connection (kv_store.check_via: ssh): a leader is elected
+    conn.on(r"curl -fsS -m 5 http://198\.18\.0\.11:8500/v1/status/leader", stdout='"198.18.0.11:8300"')
     return conn
 
 
