@@ -8,6 +8,7 @@ removes the probes whatever happened.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -88,14 +89,45 @@ def probe_name(network: str, host: str) -> str:
     return f"{PROBE_PREFIX}{network}-{host}"
 
 
-def start_script(networks: list[str], host: str, image: str, lifetime: int) -> str:
+def probe_ips(inventory: Inventory, networks: list[str], hosts: list[str]) -> dict[str, dict[str, str]]:
+    """A fixed address per host and network for its probe, from the top of the network's subnet.
+
+    With addresses handed out afresh on every run, an address reused on another host meets the old
+    host's entry still in the other hosts' overlay peer tables (their delete and add events race), and
+    that pair gets no reply. The same address on the same host every time makes the old entry right.
+    """
+    out: dict[str, dict[str, str]] = {h: {} for h in hosts}
+    for net in networks:
+        spec = inventory.networks.get(net)
+        if spec is None:
+            continue
+        subnet = ipaddress.ip_network(str(spec.subnet))
+        if subnet.version != 4 or subnet.num_addresses < len(hosts) + 4:
+            continue
+        taken = {str(spec.gateway)} if spec.gateway is not None else set()
+        candidates = (str(subnet.broadcast_address - 1 - i) for i in range(subnet.num_addresses - 2))
+        free = (ip for ip in candidates if ip not in taken)
+        for host in hosts:
+            out[host][net] = next(free)
+    return out
+
+
+def start_script(networks: list[str], host: str, image: str, lifetime: int, ips: dict[str, str] | None = None) -> str:
     lines = []
     for net in networks:
         n = q(probe_name(net, host))
         fmt = q(f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}')
+        run = f"docker run -d --rm --network {q(net)} --name {n}"
+        ip = (ips or {}).get(net)
+        # the fixed address may be taken by a container of the user's: then any free address will do
+        start = f"{{ {run} --ip {q(ip)} {q(image)} sleep {lifetime} 2>&1 || {run} {q(image)} sleep {lifetime} 2>&1; }}"
+        if ip is None:
+            start = f"{run} {q(image)} sleep {lifetime} 2>&1"
+        # a probe removed while its host could not reach the store leaves its endpoint in the store's
+        # copy of a global network ("endpoint with name ... already exists"): force it out first
         lines.append(
-            f"docker rm -f {n} >/dev/null 2>&1; "
-            f"if out=$(docker run -d --rm --network {q(net)} --name {n} {q(image)} sleep {lifetime} 2>&1); "
+            f"docker rm -f {n} >/dev/null 2>&1; docker network disconnect -f {q(net)} {n} >/dev/null 2>&1; "
+            f"if out=$({start}); "
             f'then echo "{_MARK} {net} ok $(docker inspect -f {fmt} {n})"; '
             f'else echo "{_MARK} {net} err $(printf \'%s\' "$out" | tail -n 1)"; fi'
         )
@@ -146,7 +178,10 @@ def ping_script(host: str, targets: list[tuple[str, str, str]], count: int, time
 
 
 def cleanup_command(networks: list[str], host: str) -> str:
-    return "docker rm -f " + " ".join(q(probe_name(n, host)) for n in networks) + " >/dev/null 2>&1; true"
+    names = " ".join(q(probe_name(n, host)) for n in networks)
+    disconnect = "; ".join(f"docker network disconnect -f {q(n)} {q(probe_name(n, host))}" for n in networks)
+    # the endpoint leaves the store with the container; should that fail, the forced disconnect removes it
+    return f"docker rm -f {names} >/dev/null 2>&1; {{ {disconnect}; }} >/dev/null 2>&1; true"
 
 
 def _marked(stdout: str) -> list[list[str]]:
@@ -236,7 +271,13 @@ def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> str:
         try:
             ctx.log(f"starting probes on {len(hosts)} hosts")
             started = dict(
-                zip(hosts, pool.map(_guarded(_start(conn_of, networks, v.image, lifetime)), hosts), strict=True)
+                zip(
+                    hosts,
+                    pool.map(
+                        _guarded(_start(conn_of, networks, v.image, lifetime, probe_ips(inv, networks, hosts))), hosts
+                    ),
+                    strict=True,
+                )
             )
             for host, out in started.items():
                 if isinstance(out, str):
@@ -308,10 +349,14 @@ def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> str:
 
 
 def _start(
-    conn_of: Callable[[str], ShellConnection], networks: list[str], image: str, lifetime: int
+    conn_of: Callable[[str], ShellConnection],
+    networks: list[str],
+    image: str,
+    lifetime: int,
+    ips: dict[str, dict[str, str]],
 ) -> Callable[[str], list[list[str]]]:
     def start(host: str) -> list[list[str]]:
-        script = start_script(networks, host, image, lifetime)
+        script = start_script(networks, host, image, lifetime, ips.get(host))
         res = conn_of(host).run("sh -s", sudo=True, stdin=script.encode(), timeout=120)
         rows = [r + [""] * (3 - len(r)) for r in _marked(res.stdout)]
         seen = {r[0] for r in rows}
