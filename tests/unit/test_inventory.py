@@ -58,16 +58,29 @@ def test_example_inventory_loads(home: Path) -> None:
     assert inv.kv_endpoints() == [("consul", "192.168.115.20", 8500)]
     assert inv.networks["ov_net1"].subnet == ipaddress.ip_network("10.0.0.0/24")
     conn = inv.connection_for("host1")
-    assert conn.private_key == home / ".ssh" / "id_ed25519"
+    assert conn.private_key is None  # ssh-agent and the default keys, as ssh does
     assert conn.known_hosts == home / ".ssh" / "known_hosts"
-    assert conn.host_key_policy == "strict"
+    assert conn.host_key_policy == "accept-new"
     assert conn.become is False
 
 
-def test_example_inventory_without_ssh_files_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_inventory_validates_on_a_fresh_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a new user's first step: no ~/.ssh at all, and the example must still validate
     monkeypatch.setenv("HOME", str(tmp_path))
+    inv = load_inventory(EXAMPLE)
+    assert inv.connection_for("consul").known_hosts == tmp_path / ".ssh" / "known_hosts"
+
+
+def test_strict_inventory_without_ssh_files_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    strict = tmp_path / "strict.yml"
+    strict.write_text(
+        EXAMPLE.read_text()
+        .replace("# private_key: ~/.ssh/id_ed25519 #", "private_key: ~/.ssh/id_ed25519   #")
+        .replace("host_key_policy: accept-new ", "host_key_policy: strict     ")
+    )
     with pytest.raises(InputError) as info:
-        load_inventory(EXAMPLE)
+        load_inventory(strict)
     problems = {p.field: p for p in info.value.problems}
     assert set(problems) == {"connection.private_key", "connection.known_hosts"}
     assert "ssh-keygen" in problems["connection.private_key"].fix
