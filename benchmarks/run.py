@@ -105,7 +105,22 @@ def run_cli(hosts: int, command: str, *args: str) -> tuple[Measure, dict[str, An
         m.round_trips = {h: int(c.get("round_trips", 0)) for h, c in conns.items()}
         if report.get("duration") is not None:
             m.tool_duration_s = round(float(report["duration"]), 3)
+        if rc != 0:
+            # a red cell must say why: the run's own error and each failed task's first lines
+            for line in failures(report):
+                print(f"  {command}: {line}")
     return m, report
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    out = [report["error"]] if report.get("error") else []
+    for host, h in (report.get("hosts") or {}).items():
+        if h.get("unreachable"):
+            out.append(f"{host} unreachable: {h.get('unreachable_reason', '')}")
+        for t in h.get("tasks") or []:
+            if t.get("status") == "failed":
+                out.append(f"{host} [{t.get('task')}]: " + " | ".join(str(t.get("message", "")).splitlines()[:6]))
+    return out
 
 
 def critical_path(report: dict[str, Any]) -> CriticalPath:

@@ -55,6 +55,7 @@ class Matrix:
     network: str
     hosts: list[str]
     ips: dict[str, str] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # probe container per host (renamed on a retried start)
     start_errors: dict[str, str] = field(default_factory=dict)
     results: dict[tuple[str, str], bool] = field(default_factory=dict)
 
@@ -112,29 +113,46 @@ def probe_ips(inventory: Inventory, networks: list[str], hosts: list[str]) -> di
     return out
 
 
+PROBE_LABEL = "provisioner.probe"
+
+
 def start_script(networks: list[str], host: str, image: str, lifetime: int, ips: dict[str, str] | None = None) -> str:
-    lines = []
+    """Start this host's probe on each network; prints ``MARK net ok IP NAME`` or ``MARK net err WHY``.
+
+    Docker 20.10 in cluster-store mode sometimes fails a container start with a store error under load
+    (its store connection made from the wrong network namespace: "network is unreachable") and leaves
+    the endpoint's name behind in the store ("endpoint with name ... already exists"). So a failed start
+    is tried once more under a fresh name, and leftovers of earlier runs are removed by label first.
+    """
+    lines = [
+        f"docker ps -aq --filter label={PROBE_LABEL} | xargs -r docker rm -f >/dev/null 2>&1",
+        # s NET [--ip IP]: (re)start probe "$n" on NET; a failed try's container is removed before the next
+        f's() {{ net=$1; shift; docker rm -f "$n" >/dev/null 2>&1; docker run -d --rm --label {PROBE_LABEL}={q(host)} '
+        f'--network "$net" --name "$n" "$@" {q(image)} sleep {lifetime} 2>&1; }}',
+    ]
     for net in networks:
-        n = q(probe_name(net, host))
-        fmt = q(f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}')
-        run = f"docker run -d --rm --network {q(net)} --name {n}"
+        base = probe_name(net, host)
         ip = (ips or {}).get(net)
         # the fixed address may be taken by a container of the user's: then any free address will do
-        start = f"{{ {run} --ip {q(ip)} {q(image)} sleep {lifetime} 2>&1 || {run} {q(image)} sleep {lifetime} 2>&1; }}"
-        if ip is None:
-            start = f"{run} {q(image)} sleep {lifetime} 2>&1"
-        # a probe removed while its host could not reach the store leaves its endpoint in the store's
-        # copy of a global network ("endpoint with name ... already exists"): force it out first
+        start = f"s {q(net)} --ip {q(ip)} || s {q(net)}" if ip else f"s {q(net)}"
+        fmt = q(f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}')
         lines.append(
-            f"docker rm -f {n} >/dev/null 2>&1; docker network disconnect -f {q(net)} {n} >/dev/null 2>&1; "
-            f"if out=$({start}); "
-            f'then echo "{_MARK} {net} ok $(docker inspect -f {fmt} {n})"; '
+            f"n={q(base)}; docker network disconnect -f {q(net)} \"$n\" >/dev/null 2>&1; "
+            f"if ! out=$({start}); then n={q(base)}-$(date +%s); out=$({start}) || n=; fi; "
+            f'if [ -n "$n" ]; then echo "{_MARK} {net} ok $(docker inspect -f {fmt} "$n") $n"; '
             f'else echo "{_MARK} {net} err $(printf \'%s\' "$out" | tail -n 1)"; fi'
         )
     return "\n".join(lines) + "\n"
 
 
-def ping_script(host: str, targets: list[tuple[str, str, str]], count: int, timeout: float, retries: int) -> str:
+def ping_script(
+    host: str,
+    targets: list[tuple[str, str, str]],
+    count: int,
+    timeout: float,
+    retries: int,
+    names: dict[str, str] | None = None,
+) -> str:
     """targets: (network, target host, target ip); pings run in parallel, each retried ``retries`` times.
 
     One `docker exec` per probe runs every ping of that probe inside it (a `docker exec` costs a CLI
@@ -159,7 +177,7 @@ def ping_script(host: str, targets: list[tuple[str, str, str]], count: int, time
     ]
     by_probe: dict[str, list[tuple[str, str, str]]] = {}
     for net, target, ip in targets:
-        by_probe.setdefault(probe_name(net, host), []).append((net, target, ip))
+        by_probe.setdefault((names or {}).get(net) or probe_name(net, host), []).append((net, target, ip))
     for k, (probe, group) in enumerate(by_probe.items()):
         inner = "\n".join(
             ["c() { " + attempt.replace("{ping}", "ping") + "; }"]
@@ -180,8 +198,12 @@ def ping_script(host: str, targets: list[tuple[str, str, str]], count: int, time
 def cleanup_command(networks: list[str], host: str) -> str:
     names = " ".join(q(probe_name(n, host)) for n in networks)
     disconnect = "; ".join(f"docker network disconnect -f {q(n)} {q(probe_name(n, host))}" for n in networks)
-    # the endpoint leaves the store with the container; should that fail, the forced disconnect removes it
-    return f"docker rm -f {names} >/dev/null 2>&1; {{ {disconnect}; }} >/dev/null 2>&1; true"
+    # every probe of this host (renamed ones too) by label; the endpoint leaves the store with the
+    # container, and should that fail, the forced disconnect removes it
+    return (
+        f"docker rm -f {names} >/dev/null 2>&1; docker ps -aq --filter label={PROBE_LABEL} | xargs -r docker rm -f "
+        f">/dev/null 2>&1; {{ {disconnect}; }} >/dev/null 2>&1; true"
+    )
 
 
 def _marked(stdout: str) -> list[list[str]]:
@@ -286,7 +308,10 @@ def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> str:
                     continue
                 for net, status, rest in out:
                     if status == "ok" and rest.strip():
-                        matrices[net].ips[host] = rest.strip()
+                        ip, _, name = rest.strip().partition(" ")
+                        matrices[net].ips[host] = ip
+                        if name:
+                            matrices[net].names[host] = name
                     else:
                         matrices[net].start_errors[host] = rest.strip() or "no IP address on the network"
             plans = {
@@ -295,7 +320,17 @@ def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> str:
             }
             ctx.log("pinging every probe from every other host")
             timeout = (v.retries + 1) * per_try * 2 + 30
-            script_of = {h: ping_script(h, plans[h], v.ping_count, v.timeout, v.retries) for h in hosts}
+            script_of = {
+                h: ping_script(
+                    h,
+                    plans[h],
+                    v.ping_count,
+                    v.timeout,
+                    v.retries,
+                    {n: m.names[h] for n, m in matrices.items() if h in m.names},
+                )
+                for h in hosts
+            }
 
             def ping(host: str) -> list[list[str]] | str:
                 if not plans[host]:

@@ -636,12 +636,10 @@ class ProbeHost:
 
     def script(self, _cmd: str, stdin: bytes | None) -> RunResult:
         text = (stdin or b"").decode()
-        if (
-            f"docker run -d --rm --network ov_net1 --name prov-probe-ov_net1-{self.name} provisioner-lab/probe:latest"
-            in text
-        ):
+        if f"n=prov-probe-ov_net1-{self.name};" in text and "s ov_net1 --ip 198.19.1." in text:
+            assert f"--label provisioner.probe={self.name} " in text
             self.started = True
-            return RunResult(0, f"@@V@@ ov_net1 ok {self.ip}\n", "")
+            return RunResult(0, f"@@V@@ ov_net1 ok {self.ip} prov-probe-ov_net1-{self.name}\n", "")
         lines = []
         for m in re.finditer(rf"^p prov-probe-ov_net1-{self.name} (\S+) ov_net1 (\S+) &$", text, re.M):
             ok = m.group(2) not in self.unreachable
