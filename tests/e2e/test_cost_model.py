@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +20,10 @@ from typing import Any
 import pytest
 
 from provisioner.lab import lab_down, lab_up
+from tests.e2e.labkit import run_json
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-PLAYBOOK = ROOT / "playbooks" / "overlay.yml"
 STATE = Path(os.environ.get("PROVISIONER_E2E_COST_LAB_DIR", "/var/lib/provisioner/lab-e2e-cost"))
 SUBNET = os.environ.get("PROVISIONER_E2E_COST_LAB_SUBNET", "198.18.11.0/24")
 
@@ -36,18 +33,8 @@ PLAN = {"lab1": 1, "lab2": 1, "lab3": 1}  # facts only
 
 
 def run(command: str, inventory: Path) -> tuple[int, dict[str, Any]]:
-    res = subprocess.run(
-        [sys.executable, "-m", "provisioner", command, "-i", str(inventory), str(PLAYBOOK), "--output", "json"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-        check=False,
-    )
-    try:
-        return res.returncode, json.loads(res.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"{command}: no JSON report (exit {res.returncode})\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
+    rc, report, _ = run_json(command, inventory, timeout=900)
+    return rc, report
 
 
 def costs(report: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:

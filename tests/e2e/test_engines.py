@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from provisioner.lab import lab_down, lab_exec, lab_up
+from provisioner.lab import lab_down, lab_up
+from tests.e2e import labkit
+from tests.e2e.labkit import PLAYBOOK, cli, lab_sh
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-PLAYBOOK = ROOT / "playbooks" / "overlay.yml"
 BASE = os.environ.get("PROVISIONER_E2E_ENGINES_DIR", "/var/lib/provisioner/lab-e2e-engines-kv")
 KV_STATE = Path(BASE)
 SWARM_STATE = Path(BASE.removesuffix("-kv") + "-swarm")
@@ -40,25 +38,13 @@ DOCKER_HOSTS = ("lab2", "lab3")
 TIMES: dict[str, float] = {}
 
 
-def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "provisioner", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
-
-
 def run_json(command: str, inventory: Path, *extra: str) -> tuple[int, dict[str, Any]]:
-    res = cli(command, "-i", str(inventory), str(PLAYBOOK), "--output", "json", *extra)
-    try:
-        report = json.loads(res.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"{command}: no JSON report (exit {res.returncode})\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res.returncode, report
+    rc, report, _ = labkit.run_json(command, inventory, *extra)
+    return rc, report
 
 
 def sh(state: Path, host: str, cmd: str) -> str:
-    rc, out = lab_exec(host, cmd, state_dir=state)
-    assert rc == 0, f"{host}: {cmd} exited {rc}: {out}"
-    return out.strip()
+    return lab_sh(state, host, cmd)
 
 
 def host_state(state: Path) -> dict[str, tuple[str, str]]:

@@ -32,11 +32,10 @@ from provisioner.lab import engine as lab_engine
 from provisioner.lab import lab_down, lab_exec, lab_up
 from provisioner.lab import paths as lab_paths
 from provisioner.lab import state as lab_state
+from tests.e2e.labkit import PLAYBOOK, ROOT, lab_sh, run_json
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-PLAYBOOK = ROOT / "playbooks" / "overlay.yml"
 STATE = Path(os.environ.get("PROVISIONER_E2E_FAULTS_DIR", "/var/lib/provisioner/lab-e2e-faults"))
 SUBNET = os.environ.get("PROVISIONER_E2E_FAULTS_SUBNET", "198.18.12.0/24")
 DROPIN_DIR = "/etc/systemd/system/docker.service.d"
@@ -50,19 +49,8 @@ DOCKER_HOSTS = ("lab2", "lab3")
 # ---- helpers --------------------------------------------------------------------------------------
 
 
-def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "provisioner", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
-
-
 def apply(inventory: Path, *extra: str, playbook: Path = PLAYBOOK) -> tuple[int, dict[str, Any], str]:
-    res = cli("apply", "-i", str(inventory), str(playbook), "--output", "json", *extra)
-    try:
-        report = json.loads(res.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"apply: no JSON report (exit {res.returncode})\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res.returncode, report, res.stderr
+    return run_json("apply", inventory, *extra, playbook=playbook)
 
 
 def converge(inventory: Path, first_changes: int | None = None) -> dict[str, Any]:
@@ -77,9 +65,7 @@ def converge(inventory: Path, first_changes: int | None = None) -> dict[str, Any
 
 
 def sh(host: str, cmd: str) -> str:
-    rc, out = lab_exec(host, cmd, state_dir=STATE)
-    assert rc == 0, f"{host}: {cmd} exited {rc}: {out}"
-    return out.strip()
+    return lab_sh(STATE, host, cmd)
 
 
 def docker_started(host: str) -> str:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,36 +21,15 @@ from typing import Any
 
 import pytest
 
-from provisioner.lab import lab_down, lab_exec, lab_up
+from provisioner.lab import lab_down, lab_up
+from tests.e2e.labkit import cli, lab_sh, run_json
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-PLAYBOOK = ROOT / "playbooks" / "overlay.yml"
 STATE = Path(os.environ.get("PROVISIONER_E2E_LAB_DIR", "/var/lib/provisioner/lab-e2e-overlay"))
 SUBNET = os.environ.get("PROVISIONER_E2E_LAB_SUBNET", "198.18.4.0/24")
 DROPIN = "/etc/systemd/system/docker.service.d/10-machine.conf"
 TIMES: dict[str, float] = {}
-
-
-def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "provisioner", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
-
-
-def run_json(command: str, inventory: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
-    res = cli(command, "-i", str(inventory), str(PLAYBOOK), "--output", "json", *extra)
-    try:
-        report = json.loads(res.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"{command}: no JSON report (exit {res.returncode})\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res.returncode, report, res.stderr
 
 
 def http_body(url: str) -> str | None:
@@ -64,9 +41,7 @@ def http_body(url: str) -> str | None:
 
 
 def sh(host: str, cmd: str) -> str:
-    rc, out = lab_exec(host, cmd, state_dir=STATE)
-    assert rc == 0, f"{host}: {cmd} exited {rc}: {out}"
-    return out.strip()
+    return lab_sh(STATE, host, cmd)
 
 
 def docker_started(host: str) -> str:
