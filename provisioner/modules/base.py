@@ -9,14 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo
 
 if TYPE_CHECKING:
     from provisioner.connection.base import ShellConnection
     from provisioner.facts import HostFacts
     from provisioner.inventory import Inventory
+
+
+def local_file(v: Path | None, info: ValidationInfo) -> Path | None:
+    """A module argument naming a file on this machine: ``~`` expanded, a relative path taken from the
+    playbook's folder (the loader passes it as ``base_dir`` in the validation context); it must exist."""
+    if v is None:
+        return v
+    p = v.expanduser()
+    base = (info.context or {}).get("base_dir")
+    if not p.is_absolute() and base is not None:
+        p = Path(base) / p
+    if not p.is_file():
+        raise ValueError(f"local file {p} does not exist (relative paths are taken from the playbook's folder)")
+    return p
 
 
 class ModuleArgs(BaseModel):

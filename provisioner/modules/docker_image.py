@@ -18,7 +18,17 @@ from provisioner.connection.base import q
 from provisioner.errors import TaskError
 from provisioner.inventory import Inventory
 from provisioner.modules._docker import ArchiveInfo, archive_info, normalize_ref, short_id
-from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
+from provisioner.modules.base import (
+    ApplyContext,
+    Change,
+    Module,
+    ModuleArgs,
+    NoOp,
+    Plan,
+    PlanContext,
+    local_file,
+    register,
+)
 from provisioner.modules.capabilities import overlay_mode
 
 # exit code of the upload command when the checksum on the host does not match
@@ -43,15 +53,7 @@ class DockerImageArgs(ModuleArgs):
     @field_validator("archive")
     @classmethod
     def _archive(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        if v is None:
-            return v
-        p = v.expanduser()
-        base = (info.context or {}).get("base_dir")
-        if not p.is_absolute() and base is not None:
-            p = Path(base) / p
-        if not p.is_file():
-            raise ValueError(f"local file {p} does not exist (relative paths are taken from the playbook's folder)")
-        return p
+        return local_file(v, info)
 
     @model_validator(mode="after")
     def _one_source(self) -> DockerImageArgs:

@@ -13,7 +13,17 @@ from pydantic import ValidationInfo, field_validator, model_validator
 
 from provisioner.connection.base import q
 from provisioner.inventory import Inventory
-from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
+from provisioner.modules.base import (
+    ApplyContext,
+    Change,
+    Module,
+    ModuleArgs,
+    NoOp,
+    Plan,
+    PlanContext,
+    local_file,
+    register,
+)
 
 _OWNER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}(:[a-z_][a-z0-9_.-]{0,31})?$")
 
@@ -53,15 +63,7 @@ class FileArgs(ModuleArgs):
     @field_validator("source")
     @classmethod
     def _source(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        if v is None:
-            return v
-        base = (info.context or {}).get("base_dir")
-        p = v.expanduser()
-        if not p.is_absolute() and base is not None:
-            p = Path(base) / p
-        if not p.is_file():
-            raise ValueError(f"local file {p} does not exist (relative paths are taken from the playbook's folder)")
-        return p
+        return local_file(v, info)
 
     @model_validator(mode="after")
     def _one_of(self) -> FileArgs:
