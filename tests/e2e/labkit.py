@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from provisioner.lab import lab_exec
+from provisioner.lab import LabInfo, lab_down, lab_exec, lab_up
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "overlay.yml"
@@ -45,3 +47,14 @@ def lab_sh(state: Path, host: str, cmd: str) -> str:
     rc, out = lab_exec(host, cmd, state_dir=state)
     assert rc == 0, f"{host}: {cmd} exited {rc}: {out}"
     return out.strip()
+
+
+@contextmanager
+def fresh_lab(state: Path, subnet: str, suite: str = "bullseye", hosts: int = 3) -> Iterator[LabInfo]:
+    """A lab brought up from nothing (whatever an earlier run left is removed first), always taken down
+    afterwards; the host image stays in the lab's engine so the next test module starts quickly."""
+    lab_down(state_dir=state, keep_image=True)
+    try:
+        yield lab_up(hosts=hosts, suite=suite, subnet=subnet, state_dir=state)
+    finally:
+        lab_down(state_dir=state, keep_image=True)

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.lab import lab_down, lab_up
-from tests.e2e.labkit import run_json
+from tests.e2e.labkit import fresh_lab, run_json
 
 pytestmark = pytest.mark.e2e
 
@@ -47,16 +46,12 @@ def costs(report: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def converged() -> Iterator[Path]:
-    lab_down(state_dir=STATE, keep_image=True)
-    info = lab_up(hosts=3, suite="bullseye", subnet=SUBNET, state_dir=STATE)
-    try:
+    with fresh_lab(STATE, SUBNET) as info:
         rc, report = run("apply", info.inventory_path)
         assert rc == 0 and report["changed"] > 0, json.dumps(report, indent=1)[-3000:]
         connects, _ = costs(report)
         assert connects == {"lab1": 1, "lab2": 1, "lab3": 1}  # even a first apply: one connection per host
         yield info.inventory_path
-    finally:
-        lab_down(state_dir=STATE, keep_image=True)
 
 
 def test_noop_apply_stays_within_the_round_trip_budget(converged: Path) -> None:

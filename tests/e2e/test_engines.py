@@ -23,9 +23,8 @@ from typing import Any
 
 import pytest
 
-from provisioner.lab import lab_down, lab_up
 from tests.e2e import labkit
-from tests.e2e.labkit import PLAYBOOK, cli, lab_sh
+from tests.e2e.labkit import PLAYBOOK, cli, fresh_lab, lab_sh
 
 pytestmark = pytest.mark.e2e
 
@@ -96,12 +95,8 @@ def _print_times() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def kv_lab() -> Iterator[Path]:
-    lab_down(state_dir=KV_STATE, keep_image=True)
-    info = lab_up(hosts=3, suite="bookworm", subnet=KV_SUBNET, state_dir=KV_STATE)
-    try:
+    with fresh_lab(KV_STATE, KV_SUBNET, suite="bookworm") as info:
         yield info.inventory_path
-    finally:
-        lab_down(state_dir=KV_STATE, keep_image=True)
 
 
 @pytest.fixture(scope="module")
@@ -207,13 +202,9 @@ def test_swarm_mode_refused_where_docker_runs_with_a_cluster_store(etcd_inventor
 
 @pytest.fixture(scope="module")
 def swarm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    lab_down(state_dir=SWARM_STATE, keep_image=True)
-    info = lab_up(hosts=3, suite="bookworm", subnet=SWARM_SUBNET, state_dir=SWARM_STATE)
-    try:
+    with fresh_lab(SWARM_STATE, SWARM_SUBNET, suite="bookworm") as info:
         # the classic Consul inventory with overlay_mode: auto, as a user following the refusal would write it
         yield variant(info.inventory_path, tmp_path_factory.mktemp("swarm"), "auto", docker="  overlay_mode: auto")
-    finally:
-        lab_down(state_dir=SWARM_STATE, keep_image=True)
 
 
 def test_swarm_mode_runs_the_whole_job_then_is_in_sync(swarm_lab: Path) -> None:

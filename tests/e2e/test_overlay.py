@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.lab import lab_down, lab_up
-from tests.e2e.labkit import cli, lab_sh, run_json
+from tests.e2e.labkit import cli, fresh_lab, lab_sh, run_json
 
 pytestmark = pytest.mark.e2e
 
@@ -59,12 +58,10 @@ def matrix_ok(report: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def inventory() -> Iterator[Path]:
-    lab_down(state_dir=STATE, keep_image=True)
-    info = lab_up(hosts=3, suite="bullseye", subnet=SUBNET, state_dir=STATE)
     try:
-        yield info.inventory_path
+        with fresh_lab(STATE, SUBNET) as info:
+            yield info.inventory_path
     finally:
-        lab_down(state_dir=STATE, keep_image=True)
         for name, secs in TIMES.items():
             print(f"overlay e2e: {name}: {secs:.1f}s")
 
