@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from provisioner.engine.results import RunReport, TaskResult, redact, unified_diff
+from provisioner.modules.base import FLAGS
 
 _STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "cyan", "unreachable": "bold red"}
 
@@ -48,11 +49,17 @@ class LiveEvents:
             self.console.print(line)
             for change in result.changes:
                 self.console.print(Text(f"      - {redact(change.description, change.secrets)}"))
+                if change.requires is not None and check:
+                    flag = FLAGS.get(change.requires, change.requires)
+                    self.console.print(Text(f"          ! apply does this only with {flag}", style="magenta"))
                 for note in change.notes:
                     self.console.print(Text(f"          ! {redact(note, change.secrets)}", style="magenta"))
                 if self.show_diff:
                     for cmd in change.commands:
                         self.console.print(Text(f"          $ {redact(cmd, change.secrets)}", style="dim"))
+                    for step in change.rollback:
+                        shown = redact(step.render(), change.secrets)
+                        self.console.print(Text(f"          on failure: {shown}", style="dim"))
                     diff = unified_diff(change)
                     if diff:
                         self.console.print(render_diff(diff, indent="          "))

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from provisioner import trace
 from provisioner.errors import RemoteError
 
 _STATS_LOCK = threading.Lock()
@@ -105,6 +106,11 @@ def put_command(path: str, mode: int, owner: str | None) -> str:
     )
 
 
+def put_label(path: str, mode: int, owner: str | None) -> str:
+    """How a put is printed, in a plan and in the trace alike."""
+    return f"put {path} (mode {mode:04o}{f', owner {owner}' if owner else ''}, atomic)"
+
+
 def get_command(path: str) -> str:
     return f"if [ -e {q(path)} ]; then cat {q(path)}; else exit {_MISSING_RC}; fi"
 
@@ -126,8 +132,16 @@ class ShellConnection:
         return cmd
 
     def exec_bytes(
-        self, cmd: str, *, sudo: bool = False, timeout: float | None = None, stdin: Stdin | None = None
+        self,
+        cmd: str,
+        *,
+        sudo: bool = False,
+        timeout: float | None = None,
+        stdin: Stdin | None = None,
+        traced: tuple[str, str] | None = None,
     ) -> tuple[int, bytes, bytes]:
+        """``traced``: (kind, text) to write to the trace instead of the command (e.g. a put)."""
+        trace.sent(self.host, *(traced or ("cmd", cmd)))
         with _STATS_LOCK:  # hosts' commands may run from several threads at once
             self.stats.round_trips += 1
             self.stats.commands.append(cmd)
@@ -167,7 +181,7 @@ class ShellConnection:
 
     def put(self, data: bytes, path: str, *, mode: int = 0o644, owner: str | None = None) -> None:
         cmd = put_command(path, mode, owner)
-        rc, out, err = self.exec_bytes(cmd, sudo=True, stdin=data)
+        rc, out, err = self.exec_bytes(cmd, sudo=True, stdin=data, traced=("put", put_label(path, mode, owner)))
         if rc != 0:
             raise RemoteError(
                 self.host,

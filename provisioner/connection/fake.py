@@ -11,7 +11,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from provisioner.connection.base import ConnectionStats, RunResult, ShellConnection, Stdin, stdin_chunks
+from provisioner import trace
+from provisioner.connection.base import ConnectionStats, RunResult, ShellConnection, Stdin, put_label, stdin_chunks
 
 Responder = Callable[[str, bytes | None], RunResult]
 
@@ -66,6 +67,7 @@ class FakeConnection(ShellConnection):
     def put(self, data: bytes, path: str, *, mode: int = 0o644, owner: str | None = None) -> None:
         self.stats.round_trips += 1
         self.stats.bytes_sent += len(data)
+        trace.sent(self.host, "put", put_label(path, mode, owner))
         self.calls.append(f"put {path}")
         self.files[path] = data
         self.modes[path] = mode

@@ -22,12 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from provisioner import trace
 from provisioner.connection.base import ShellConnection
 from provisioner.engine.lock import RunLock, this_run
 from provisioner.engine.results import RunReport, Status, TaskResult, redact
 from provisioner.errors import ConnectError, HostKeyError, ProvisionerError
 from provisioner.facts import HostFacts, gather
-from provisioner.modules.base import ApplyContext, Change, Check, Module, NoOp, PlanContext, registry
+from provisioner.modules.base import FLAGS, ApplyContext, Change, Check, Module, NoOp, PlanContext, registry
+from provisioner.steps import StepState
 
 if TYPE_CHECKING:
     from provisioner.inventory import Inventory
@@ -131,6 +133,7 @@ class Executor:
         self._lock: RunLock | None = None
         # inventory secrets (passwords, passphrases) are masked in every message the run reports
         self._secrets = inventory_secrets(inventory)
+        trace.add_secrets(*self._secrets)
         self._dropped: dict[str, list[ShellConnection]] = {}  # connections lost (and replaced) during the run
         self._untrusted: set[str] = set()  # hosts whose SSH host key did not match
 
@@ -418,6 +421,8 @@ class Executor:
                 results[host] = self._check(play, task, host, p)
             elif self.check:
                 results[host] = TaskResult(play.name, task.name, task.module, host, "changed", "", p)
+            elif refused := self._refused(p):
+                results[host] = TaskResult(play.name, task.name, task.module, host, "failed", refused, p)
             else:
                 to_apply.append((host, p))
         exclusive = [(h, c) for h, c in to_apply if any(ch.exclusive for ch in c)]
@@ -447,6 +452,18 @@ class Executor:
                 self._state(r.host).dead = True
         return ordered
 
+    def _refused(self, changes: list[Change]) -> str:
+        """Why apply must not carry out these changes without a flag the user did not give ('' if it may)."""
+        missing = [c for c in changes if c.requires is not None and not self.options.get(c.requires)]
+        if not missing:
+            return ""
+        flags = sorted({FLAGS.get(c.requires or "", c.requires or "") for c in missing})
+        return (
+            "not applied, since this needs " + " and ".join(flags) + ":\n"
+            + "\n".join(f"    {redact(c.description, c.secrets)}" for c in missing)
+            + f"\n    fix: pass {' '.join(flags)} to carry these out (or change the inventory to match the hosts)"
+        )
+
     def _context(self, host: str, secrets: tuple[str, ...] = ()) -> ApplyContext:
         st = self._state(host)
         assert st.facts is not None
@@ -460,7 +477,16 @@ class Executor:
             connection_to=self.connection,
             all_facts={h: s.facts for h, s in self._hosts.items() if s.facts is not None},
             options=self.options,
+            fan_out=self.fan_out,
         )
+
+    def fan_out(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """``fn`` over ``items`` on the run's worker pool (so bounded by --forks), results in order.
+        From a pool worker (e.g. a check inside a task that already runs on the pool), in turn: waiting
+        on the pool from its own worker could deadlock it."""
+        if threading.current_thread().name.startswith("host"):
+            return [fn(i) for i in items]
+        return list(self._pool.map(fn, items))
 
     def _check(self, play: Play, task: Task, host: str, check: Check) -> TaskResult:
         t0 = time.monotonic()
@@ -505,10 +531,11 @@ class Executor:
             return result("ok", plan.reason)
         if not plan:
             return result("ok", "nothing to do")
-        if self._secrets and isinstance(plan, list):
-            # inventory secrets are hidden in every rendering of a change (diff, commands, notes) too
+        if isinstance(plan, list):
+            # inventory secrets are hidden in every rendering of a change (diff, steps, notes) too
             for change in plan:
                 change.secrets = tuple(dict.fromkeys((*change.secrets, *self._secrets)))
+                trace.add_secrets(*change.secrets)
         return plan
 
     def _apply(self, play: Play, task: Task, host: str, changes: list[Change]) -> TaskResult:
@@ -534,10 +561,15 @@ class Executor:
 
 
 def apply_change(ctx: ApplyContext, change: Change) -> None:
-    if change.apply is not None:
-        change.apply(ctx)
-        return
-    if change.path is not None and change.after is not None:
-        ctx.conn.put(change.after.encode(), change.path, mode=change.mode, owner=change.owner)
-    for cmd in change.commands:
-        ctx.conn.check(cmd, what=change.description)
+    """Run the change's steps in order, the very objects ``plan`` printed; when one fails, run the
+    rollback steps (each on its own: one failing does not skip the others), then report the failure."""
+    state = StepState()
+    try:
+        for step in change.steps:
+            with trace.step(ctx.host, step.render()):
+                step.run(ctx, state)
+    except BaseException:
+        for step in change.rollback:
+            with trace.step(ctx.host, step.render()), contextlib.suppress(Exception):
+                step.run(ctx, state)
+        raise

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from provisioner.modules.base import Change
+from provisioner.modules.base import FLAGS, Change
 
 Status = Literal["ok", "changed", "failed", "skipped", "unreachable"]
 
@@ -63,7 +63,11 @@ class TaskResult:
                     "description": redact(c.description, c.secrets),
                     "path": c.path,
                     "diff": unified_diff(c),
+                    "steps": [redact(cmd, c.secrets) for cmd in c.commands],
+                    # the same list under its first name, for readers of earlier reports
                     "commands": [redact(cmd, c.secrets) for cmd in c.commands],
+                    "rollback": [redact(s.render(), c.secrets) for s in c.rollback],
+                    "requires": FLAGS.get(c.requires, c.requires) if c.requires else None,
                     "notes": [redact(n, c.secrets) for n in c.notes],
                 }
                 for c in self.changes

@@ -7,12 +7,14 @@ decided only by the executor; a module never sees a check-mode flag.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo
+
+from provisioner.steps import Step
 
 if TYPE_CHECKING:
     from provisioner.connection.base import ShellConnection
@@ -53,35 +55,49 @@ class ApplyContext:
     all_facts: Mapping[str, HostFacts] = field(default_factory=dict)
     # command-line options (e.g. recreate_networks)
     options: Mapping[str, Any] = field(default_factory=dict)
+    # the executor's worker pool (bounded by --forks): fan_out(fn, items) -> [fn(item) ...] in order.
+    # Checks use it to work on many hosts at once; called from a pool worker it runs the items in turn.
+    fan_out: Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]] = lambda fn, items: [fn(i) for i in items]
 
 
 @dataclass
 class Change:
     """One thing that will change on a host.
 
-    For files, ``path``/``before``/``after`` are set and the plan shows a unified diff. ``commands`` is
-    what will run, shown in plan. ``notes`` are consequences worth a line ("restarts Docker: stops 3
-    running containers"). ``apply`` carries the change out; when it is None the executor writes
-    ``after`` to ``path`` (atomically, with ``mode``/``owner``) and then runs ``commands`` as root.
-    ``exclusive`` names a group whose changes the executor applies one host at a time; after one
-    fails, the group's changes on the remaining hosts are not applied (rolling restarts).
+    ``steps`` are what the executor runs, in order, and what ``plan`` prints (one line each): the plan
+    cannot show anything else than what apply does. For files, ``path``/``before``/``after`` give the
+    unified diff the plan shows (the ``Put`` step writes it). ``notes`` are consequences worth a line
+    ("restarts Docker: stops 3 running containers"). ``rollback`` runs when a step fails, before the
+    error is reported (printed under "on failure"). ``exclusive`` names a group whose changes the
+    executor applies one host at a time; after one fails, the group's changes on the remaining hosts
+    are not applied (rolling restarts). ``requires`` names a command-line option (e.g.
+    ``recreate_networks``) without which apply refuses the change: plan still shows it (exit 3) and
+    says which flag makes apply do it.
     """
 
     description: str
+    steps: list[Step] = field(default_factory=list)
     path: str | None = None
     before: str | None = None
     after: str | None = None
-    mode: int = 0o644
-    owner: str | None = "root:root"
-    commands: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    apply: Callable[[ApplyContext], None] | None = None
+    rollback: list[Step] = field(default_factory=list)
     exclusive: str | None = None
+    requires: str | None = None
     # secrets that must never be printed (replaced by *** in every rendering)
     secrets: tuple[str, ...] = ()
     # retry policy when the connection drops mid-change: True only if carrying the change out twice
     # is harmless (e.g. an atomic file write); otherwise the host is reported unreachable, never retried
     retry_safe: bool = False
+
+    @property
+    def commands(self) -> list[str]:
+        """The steps as printed (plan, JSON ``steps``)."""
+        return [s.render() for s in self.steps]
+
+
+# command-line options a change can require, and the flag that gives each
+FLAGS = {"recreate_networks": "--recreate-networks"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,10 @@ class Module(Generic[A]):
 
     def plan(self, ctx: PlanContext, args: A) -> Plan:
         raise NotImplementedError
+
+    def fact_sections(self, args: A, inventory: Inventory) -> Iterable[str]:
+        """Names of the optional fact sections plan() needs (gathered in the same one round trip)."""
+        return ()
 
     def watch(self, args: A, inventory: Inventory) -> list[str]:
         """Files whose content, mode and owner plan() needs in the facts."""
