@@ -40,6 +40,8 @@ class StepState:
 
     def __init__(self) -> None:
         self.secrets: dict[str, str] = {}
+        # while rollback steps run: the error that made the change fail
+        self.failure: BaseException | None = None
 
     def fill(self, command: str) -> str:
         def sub(m: re.Match[str]) -> str:
@@ -55,6 +57,14 @@ class StepState:
             if value:
                 text = text.replace(value, MASK)
         return text
+
+
+class WaitFailed(TaskError):
+    """A Wait step gave up; ``why`` is the last reason it was not done."""
+
+    def __init__(self, message: str, why: str, fix: str = "") -> None:
+        self.why = why
+        super().__init__(message, fix=fix)
 
 
 def masked(command: str) -> str:
@@ -160,7 +170,7 @@ class Wait:
     def run(self, ctx: ApplyContext, state: StepState) -> None:
         why = self.wait(ctx)
         if why is not None:
-            raise TaskError(f"{ctx.host}: {self.what or 'timed out'}: {why}", fix=self.fix)
+            raise WaitFailed(f"{ctx.host}: {self.what or 'timed out'}: {why}", why, fix=self.fix)
 
     def wait(self, ctx: ApplyContext) -> str | None:
         """None once done, else the last reason it was not."""
@@ -177,13 +187,14 @@ class Wait:
 
 @dataclass(frozen=True)
 class Call:
-    """A local function: a wait that reads nothing from a host's shell, or a rollback."""
+    """A local function: a wait that reads nothing from a host's shell, or a rollback. A rollback
+    reads ``state.failure``, and the error it raises (if any) is the one reported for the change."""
 
     label: str
-    fn: Callable[[ApplyContext], None]
+    fn: Callable[[ApplyContext, StepState], None]
 
     def render(self) -> str:
         return self.label
 
     def run(self, ctx: ApplyContext, state: StepState) -> None:
-        self.fn(ctx)
+        self.fn(ctx, state)

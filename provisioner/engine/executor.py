@@ -562,14 +562,24 @@ class Executor:
 
 def apply_change(ctx: ApplyContext, change: Change) -> None:
     """Run the change's steps in order, the very objects ``plan`` printed; when one fails, run the
-    rollback steps (each on its own: one failing does not skip the others), then report the failure."""
+    rollback steps (each on its own: one failing does not skip the others), then report the failure,
+    or the error a rollback step raised to say how the rollback went."""
     state = StepState()
     try:
         for step in change.steps:
             with trace.step(ctx.host, step.render()):
                 step.run(ctx, state)
-    except BaseException:
+    except BaseException as failure:
+        state.failure = failure
+        outcome: ProvisionerError | None = None
         for step in change.rollback:
-            with trace.step(ctx.host, step.render()), contextlib.suppress(Exception):
-                step.run(ctx, state)
+            with trace.step(ctx.host, step.render()):
+                try:
+                    step.run(ctx, state)
+                except ProvisionerError as e:
+                    outcome = outcome or e
+                except Exception:  # a broken rollback step must not hide the failure
+                    pass
+        if outcome is not None and isinstance(failure, Exception):
+            raise outcome from failure
         raise

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 from pydantic import field_validator
 
 from provisioner.connection.base import q
-from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
+from provisioner.modules.base import Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
+from provisioner.steps import Run
 
 
 class CommandArgs(ModuleArgs):
@@ -59,16 +59,10 @@ class CommandModule(Module[CommandArgs]):
             return NoOp(f"{args.creates} exists")
         if args.unless and ctx.facts.probes.get(_key("unless", args.unless)) == 0:
             return NoOp(f"`{args.unless}` succeeded")
-        return [Change(f"run {args.cmd.strip().splitlines()[0][:60]}", commands=[args.cmd], apply=_run(args))]
+        step = Run(args.cmd, sudo=args.become, timeout=args.timeout, what="command failed")
+        return [Change(f"run {args.cmd.strip().splitlines()[0][:60]}", steps=[step])]
 
 
 def _key(kind: str, value: str) -> str:
     # probe names travel in the facts script's section markers: keep them one short token
     return f"{kind}-{hashlib.sha256(value.encode()).hexdigest()[:16]}"
-
-
-def _run(args: CommandArgs) -> Callable[[ApplyContext], None]:
-    def apply(ctx: ApplyContext) -> None:
-        ctx.conn.check(args.cmd, sudo=args.become, timeout=args.timeout, what="command failed")
-
-    return apply

@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.connection.base import q
-from provisioner.errors import TaskError
+from provisioner.connection.base import RunResult, q
+from provisioner.errors import RemoteError, TaskError
 from provisioner.facts import HostFacts
 from provisioner.inventory import Inventory
 from provisioner.modules._docker import wait_for
@@ -42,7 +42,8 @@ from provisioner.modules.capabilities import (
     overlay_mode,
     reach_probes,
 )
-from provisioner.modules.kv_store import backend_of, cluster_store_url, quorum_down
+from provisioner.modules.kv_store import Backend, backend_of, cluster_store_url, quorum_down
+from provisioner.steps import Call, Put, Run, Step, StepState, Wait, WaitFailed
 
 # how long Docker may take to come back after a restart (and after the rollback restart)
 RESTART_TIMEOUT = 60.0
@@ -287,12 +288,6 @@ def _change(ctx: PlanContext, inv: Inventory, want: Desired, ops: list[FileOp], 
             "dockerd will likely not start and the previous configuration will be restored"
         )
     shown = next((op for op in ops if op.after is not None), None)
-    commands = [f"rm -f {q(op.path)}" for op in ops if op.after is None]
-    commands += [
-        "systemctl daemon-reload",
-        "systemctl restart docker",
-        f"wait until docker reports cluster store {want.store} and advertise {want.expect_advertise or want.advertise}",
-    ]
     if shown is not None:
         verb = "update" if shown.before is not None else "write"
         description = f"{verb} {shown.path} and restart Docker"
@@ -300,58 +295,85 @@ def _change(ctx: PlanContext, inv: Inventory, want: Desired, ops: list[FileOp], 
         description = f"restart Docker: {'; '.join(reasons)}"
     return Change(
         description,
+        steps=restart_steps(ctx.host, ops, want, config_hash(ops, want), backend_of(inv)),
+        rollback=[
+            Call(
+                f"put back the files as they were ({', '.join(op.path for op in ops) or 'none changed'}), "
+                "restart Docker, wait for it; report Docker's journal",
+                _rollback(ops, want),
+            )
+        ],
         path=shown.path if shown else None,
         before=shown.before if shown else None,
         after=shown.after if shown else None,
-        mode=0o644,
-        owner="root:root",
-        commands=commands,
         notes=notes,
-        apply=_apply(ops, want, config_hash(ops, want)),
         exclusive=EXCLUSIVE_GROUP if rolling else None,
     )
 
 
-def _write(ctx: ApplyContext, op: FileOp, content: str | None) -> None:
-    if content is None:
-        ctx.conn.check(f"rm -f {q(op.path)}", what=f"could not remove {op.path}")
-        return
-    if op.before is None:
-        ctx.conn.check(f"mkdir -p {q(posixpath.dirname(op.path))}", what=f"could not create the folder of {op.path}")
-    ctx.conn.put(content.encode(), op.path, mode=0o644, owner="root:root")
+STATE_COMMAND = (
+    "systemctl is-active docker; timeout 10 docker info --format '{{.ClusterStore}}|{{.ClusterAdvertise}}' 2>&1"
+)
 
 
-def docker_state(ctx: ApplyContext) -> tuple[str, str, str]:
-    """(systemctl state, ClusterStore, ClusterAdvertise) in one round trip."""
-    res = ctx.conn.run(
-        "systemctl is-active docker; timeout 10 docker info --format '{{.ClusterStore}}|{{.ClusterAdvertise}}' 2>&1",
-        sudo=True,
-        timeout=30,
-    )
-    lines = res.stdout.strip().splitlines()
+def parse_state(stdout: str) -> tuple[str, str, str]:
+    """(systemctl state, ClusterStore, ClusterAdvertise) from STATE_COMMAND's output."""
+    lines = stdout.strip().splitlines()
     state = lines[0].strip() if lines else "unknown"
     store, _, adv = (lines[1] if len(lines) > 1 else "").partition("|")
     return state, store.strip(), adv.strip()
 
 
+def _judge(want: Desired | None) -> Callable[[RunResult], tuple[bool | None, str]]:
+    def until(res: RunResult) -> tuple[bool | None, str]:
+        state, store, adv = parse_state(res.stdout)
+        if state != "active":
+            return (False if state == "failed" else None), f"docker.service is {state}"
+        if want is None:
+            return True, ""
+        if store != want.store or (want.expect_advertise is not None and adv != want.expect_advertise):
+            return None, f"Docker is active but reports cluster store {store or '(none)'}, advertise {adv or '(none)'}"
+        return True, ""
+
+    return until
+
+
+def restart_steps(host: str, ops: list[FileOp], want: Desired, digest: str, b: Backend) -> list[Step]:
+    """The restart, in the order that keeps it safe: the store must be healthy (a dockerd started
+    while its store is down never finds its peers); the marker goes first, so whenever a new file is on
+    disk the restart it needs is recorded; the marker goes last, once Docker runs what is on disk."""
+    folders = sorted({posixpath.dirname(PENDING_MARKER)} | {posixpath.dirname(op.path) for op in ops if op.after})
+    steps: list[Step] = [
+        Call(
+            f"wait up to {STORE_WAIT:.0f} s until a quorum of the {b.name} store answers {b.health_path} "
+            f"({want.store}); otherwise change nothing",
+            _store_gate(want),
+        ),
+        Run(f"mkdir -p {' '.join(q(f) for f in folders)}", what="could not create the folders of the files"),
+        Put(PENDING_MARKER, f"{digest}\n".encode()),
+    ]
+    for op in ops:
+        if op.after is None:
+            steps.append(Run(f"rm -f {q(op.path)}", what=f"could not remove {op.path}"))
+        else:
+            steps.append(Put(op.path, op.after.encode()))
+    steps += [
+        Run("systemctl daemon-reload && systemctl restart docker", timeout=180, what="could not restart Docker"),
+        Wait(
+            STATE_COMMAND,
+            _judge(want),
+            f"Docker is active with cluster store {want.store} and advertise {want.expect_advertise or want.advertise}",
+            timeout=RESTART_TIMEOUT,
+            what="Docker did not come back with the new configuration",
+        ),
+        Run(f"rm -f {q(PENDING_MARKER)}", what=f"could not remove {PENDING_MARKER}"),
+    ]
+    return steps
+
+
 def wait_docker(ctx: ApplyContext, want: Desired | None, timeout: float = RESTART_TIMEOUT) -> str | None:
     """None once Docker is active (and, with ``want``, reports its store and advertise), else why not."""
-    last: list[str] = ["no answer"]
-
-    def probe() -> bool | None:
-        state, store, adv = docker_state(ctx)
-        if state != "active":
-            last[0] = f"docker.service is {state}"
-            return False if state == "failed" else None
-        if want is None:
-            return True
-        if store != want.store or (want.expect_advertise is not None and adv != want.expect_advertise):
-            last[0] = f"Docker is active but reports cluster store {store or '(none)'}, advertise {adv or '(none)'}"
-            return None
-        return True
-
-    ok = wait_for(probe, timeout=timeout, interval=1.0)
-    return None if ok else last[0]
+    return Wait(STATE_COMMAND, _judge(want), "Docker is active", timeout=timeout).wait(ctx)
 
 
 def config_hash(ops: list[FileOp], want: Desired) -> str:
@@ -383,39 +405,47 @@ def _store_down_once(ctx: ApplyContext) -> str | None:
     return None if down is None else "; ".join(down)
 
 
-def _apply(ops: list[FileOp], want: Desired, digest: str) -> Callable[[ApplyContext], None]:
-    def apply(ctx: ApplyContext) -> None:
+class StoreDown(TaskError):
+    """Docker was not restarted because its store is not healthy; nothing was touched."""
+
+
+def _store_gate(want: Desired) -> Callable[[ApplyContext, StepState], None]:
+    def gate(ctx: ApplyContext, _state: StepState) -> None:
         down = store_down(ctx)
-        if down is not None:
-            b = backend_of(ctx.inventory)
-            raise TaskError(
-                f"{ctx.host}: not restarting Docker: the {b.name} store ({want.store}) is not healthy ({down}). "
-                "A dockerd started while its store is down never finds its peers, which leaves the overlay "
-                "silently broken. Nothing was changed on this host",
-                fix=f"start the store first (`docker start {b.container}` on "
-                f"{', '.join(ctx.inventory.kv_store.hosts)}, or apply playbooks/overlay.yml with its kv_store "
-                "play), then run again",
-            )
-        # the marker goes first: whenever a new file is on disk, the restart it needs is recorded
-        ctx.conn.check(f"mkdir -p {q(posixpath.dirname(PENDING_MARKER))}", what="could not create the marker folder")
-        ctx.conn.put(f"{digest}\n".encode(), PENDING_MARKER, mode=0o644, owner="root:root")
-        for op in ops:
-            _write(ctx, op, op.after)
-        ctx.log("restarting Docker")
-        res = ctx.conn.run("systemctl daemon-reload && systemctl restart docker", sudo=True, timeout=180)
-        why = (
-            wait_docker(ctx, want)
-            if res.ok
-            else f"systemctl restart docker failed (exit {res.rc}): {res.output.strip()[:300]}"
+        if down is None:
+            return
+        b = backend_of(ctx.inventory)
+        raise StoreDown(
+            f"{ctx.host}: not restarting Docker: the {b.name} store ({want.store}) is not healthy ({down}). "
+            "A dockerd started while its store is down never finds its peers, which leaves the overlay "
+            "silently broken. Nothing was changed on this host",
+            fix=f"start the store first (`docker start {b.container}` on "
+            f"{', '.join(ctx.inventory.kv_store.hosts)}, or apply playbooks/overlay.yml with its kv_store "
+            "play), then run again",
         )
-        if why is None:
-            _clear_marker(ctx)
+
+    return gate
+
+
+def _rollback(ops: list[FileOp], want: Desired) -> Callable[[ApplyContext, StepState], None]:
+    def rollback(ctx: ApplyContext, state: StepState) -> None:
+        failure = state.failure
+        if isinstance(failure, WaitFailed):
+            why = failure.why
+        elif isinstance(failure, RemoteError):
+            why = f"{failure.command} failed (exit {failure.rc}): {failure.output.strip()[:300]}"
+        else:
+            # the store gate refused before anything was touched, a lost connection (the next run
+            # re-plans from what is on the host), or a file that could not be written (nothing restarted)
             return
         journal = ctx.conn.run("journalctl -u docker --no-pager -o cat -n 25", sudo=True, timeout=30).output
         tail = "\n".join(f"    | {line}" for line in journal.strip().splitlines()[-25:])
         ctx.log("Docker did not come back: restoring the previous configuration")
         for op in reversed(ops):
-            _write(ctx, op, op.before)
+            if op.before is None:
+                ctx.conn.check(f"rm -f {q(op.path)}", what=f"could not remove {op.path}")
+            else:
+                ctx.conn.put(op.before.encode(), op.path, mode=0o644, owner="root:root")
         ctx.conn.run(
             "systemctl daemon-reload; systemctl reset-failed docker; systemctl restart docker", sudo=True, timeout=180
         )
@@ -439,7 +469,7 @@ def _apply(ops: list[FileOp], want: Desired, digest: str) -> Callable[[ApplyCont
             fix=f"Docker is down on {ctx.host}: run `journalctl -u docker` there and start it by hand; {hint}",
         )
 
-    return apply
+    return rollback
 
 
 def _clear_marker(ctx: ApplyContext) -> None:

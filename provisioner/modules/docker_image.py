@@ -8,7 +8,6 @@ all in one command.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +18,6 @@ from provisioner.errors import TaskError
 from provisioner.inventory import Inventory
 from provisioner.modules._docker import ArchiveInfo, archive_info, normalize_ref, short_id
 from provisioner.modules.base import (
-    ApplyContext,
     Change,
     Module,
     ModuleArgs,
@@ -30,6 +28,7 @@ from provisioner.modules.base import (
     register,
 )
 from provisioner.modules.capabilities import overlay_mode
+from provisioner.steps import Run
 
 # exit code of the upload command when the checksum on the host does not match
 _CHECKSUM_RC = 65
@@ -98,8 +97,13 @@ class DockerImageModule(Module[DockerImageArgs]):
         if archive is None:
             if have:
                 return NoOp(f"{ref} is present ({short_id(have)})")
-            cmd = f"docker pull {q(ref)}"
-            return [Change(f"pull {ref}", commands=[cmd], apply=_pull(ref, cmd))]
+            pull = Run(
+                f"docker pull {q(ref)}",
+                timeout=900,
+                what=f"could not pull {ref}",
+                fix="check that the host reaches the registry, or give an image_archive (docker save) in the inventory",
+            )
+            return [Change(f"pull {ref}", steps=[pull])]
         info = archive_info(archive)
         if have == info.image_id:
             return NoOp(f"{ref} is present with the archive's image id ({short_id(info.image_id)})")
@@ -108,8 +112,7 @@ class DockerImageModule(Module[DockerImageArgs]):
             return [
                 Change(
                     f"tag {short_id(info.image_id)} as {ref} (the archive's image is already loaded)",
-                    commands=[cmd],
-                    apply=_tag(cmd),
+                    steps=[Run(cmd, what="could not tag the image")],
                 )
             ]
         notes = [f"uploads {info.size / 1e6:.1f} MB over SSH"]
@@ -118,14 +121,29 @@ class DockerImageModule(Module[DockerImageArgs]):
         return [
             Change(
                 f"load {ref} from {archive.name} ({short_id(info.image_id)})",
-                commands=[
-                    f"upload {archive} (sha256 {info.sha256[:16]}...) to a temp file",
-                    "sha256sum -c; docker load -i TEMP; docker tag; rm TEMP",
-                ],
+                steps=[load_step(info, ref)],
                 notes=notes,
-                apply=_load(info, ref),
             )
         ]
+
+
+def load_step(info: ArchiveInfo, ref: str) -> Run:
+    """The archive streamed from its file over the host's connection (hosts uploading in parallel each
+    hold one packet, not the archive) into the load command."""
+    return Run(
+        load_command(info, ref),
+        stdin=info.path,
+        timeout=900,
+        what=f"could not load {info.path.name} into Docker",
+        fix="check free space in /var/tmp and /var/lib/docker on the host (df -h)",
+        known=(
+            (
+                _CHECKSUM_RC,
+                f"the uploaded {info.path.name} does not match its sha256 {info.sha256}; nothing was loaded",
+                "run again; if it repeats, check free space in /var/tmp on the host and the network path",
+            ),
+        ),
+    )
 
 
 def load_command(info: ArchiveInfo, ref: str) -> str:
@@ -138,51 +156,3 @@ def load_command(info: ArchiveInfo, ref: str) -> str:
         'docker load -i "$t"; '
         f"docker tag {q(info.image_id)} {q(ref)}"
     )
-
-
-def _load(info: ArchiveInfo, ref: str) -> Callable[[ApplyContext], None]:
-    def apply(ctx: ApplyContext) -> None:
-        ctx.log(f"uploading {info.path.name} ({info.size / 1e6:.1f} MB)")
-        # streamed from the file: hosts uploading in parallel each hold one packet, not the archive
-        try:
-            with info.path.open("rb") as archive:
-                res = ctx.conn.run(load_command(info, ref), sudo=True, stdin=archive, timeout=900)
-        except OSError as e:
-            raise TaskError(
-                f"{ctx.host}: cannot read the image archive {info.path}: {e}",
-                fix="check that the file exists and is readable, or fix image_archive in the inventory",
-            ) from e
-        if res.rc == _CHECKSUM_RC:
-            raise TaskError(
-                f"{ctx.host}: the uploaded {info.path.name} does not match its sha256 {info.sha256}; "
-                "nothing was loaded",
-                fix="run again; if it repeats, check free space in /var/tmp on the host and the network path",
-            )
-        if not res.ok:
-            tail = "\n".join(f"    | {line}" for line in res.output.splitlines()[-10:])
-            raise TaskError(
-                f"{ctx.host}: could not load {info.path.name} into Docker (exit {res.rc}):\n{tail}",
-                fix="check free space in /var/tmp and /var/lib/docker on the host (df -h)",
-            )
-
-    return apply
-
-
-def _pull(ref: str, cmd: str) -> Callable[[ApplyContext], None]:
-    def apply(ctx: ApplyContext) -> None:
-        ctx.log(f"pulling {ref}")
-        ctx.conn.check(
-            cmd,
-            timeout=900,
-            what=f"could not pull {ref}",
-            fix="check that the host reaches the registry, or give an image_archive (docker save) in the inventory",
-        )
-
-    return apply
-
-
-def _tag(cmd: str) -> Callable[[ApplyContext], None]:
-    def apply(ctx: ApplyContext) -> None:
-        ctx.conn.check(cmd, what="could not tag the image")
-
-    return apply

@@ -2,20 +2,21 @@
 
 Overlay networks are global scope (shared through the cluster store), so one host creating them is
 enough. An existing network with other settings is drift: the plan names the differences and the
-containers recreating it would disconnect; it is recreated only with the ``recreate_networks`` option
-(``--recreate-networks``), otherwise the task fails saying so.
+containers recreating it would disconnect. ``plan`` shows the recreation (exit 3: drift) and says that
+apply carries it out only with ``--recreate-networks``; ``apply`` without the flag refuses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from provisioner.connection.base import q
 from provisioner.errors import TaskError
 from provisioner.facts import HostFacts, NetworkFact
 from provisioner.inventory import Network
-from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
+from provisioner.modules.base import Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
 from provisioner.modules.capabilities import overlay_mode
+from provisioner.steps import Run, Step
 
 
 class DockerNetworkArgs(ModuleArgs):
@@ -106,7 +107,6 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
         swarm = overlay_mode(inv, all_facts).mode == "swarm"
         changes: list[Change] = []
         same: list[str] = []
-        problems: list[str] = []
         for name, net in wanted.items():
             have = d.network(name)
             if have is None:
@@ -131,9 +131,8 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
                         "a dockerd that started while the store was down never finds it",
                     )
                 cmd = create_command(name, net, swarm)
-                changes.append(
-                    Change(f"create network {name} ({net.driver}, {net.subnet})", commands=[cmd], apply=_run([cmd]))
-                )
+                create = Run(cmd, what=f"could not create network {name}")
+                changes.append(Change(f"create network {name} ({net.driver}, {net.subnet})", steps=[create]))
                 continue
             diffs = drift(net, have, swarm)
             if not diffs:
@@ -141,45 +140,29 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
                 continue
             users = attached(all_facts, name)
             who = "; ".join(f"{h}: {', '.join(cs)}" for h, cs in users.items()) or "none"
-            if not ctx.options.get("recreate_networks"):
-                problems.append(
-                    f"network {name} differs from the inventory: {'; '.join(diffs)}. "
-                    f"Recreating it would disconnect: {who}"
+            steps: list[Step] = [
+                Run(
+                    "; ".join(f"docker network disconnect -f {q(name)} {q(c)}" for c in cs),
+                    host=None if h == ctx.host else h,
+                    what=f"could not disconnect containers from {name}",
                 )
-                continue
-            cmd = create_command(name, net, swarm)
+                for h, cs in users.items()
+            ]
+            steps.append(
+                Run(
+                    f"docker network rm {q(name)} && {create_command(name, net, swarm)}",
+                    what=f"could not recreate network {name}",
+                )
+            )
             changes.append(
                 Change(
                     f"recreate network {name}: {'; '.join(diffs)}",
-                    commands=[
-                        *[f"{h}: docker network disconnect -f {name} {c}" for h, cs in users.items() for c in cs],
-                        f"docker network rm {q(name)}",
-                        cmd,
-                    ],
+                    steps=steps,
                     notes=[f"disconnects: {who}"] if users else [],
-                    apply=_recreate(name, users, cmd),
+                    # destructive: apply does it only when asked; plan shows it either way (exit 3)
+                    requires="recreate_networks",
                 )
             )
-        if problems:
-            raise TaskError("\n".join(problems), fix="pass --recreate-networks to recreate them (or fix the inventory)")
         if not changes:
             return NoOp(f"{', '.join(same)} exist with the inventory's settings")
         return changes
-
-
-def _run(commands: list[str]) -> Callable[[ApplyContext], None]:
-    def apply(ctx: ApplyContext) -> None:
-        ctx.conn.check(" && ".join(commands), what="could not create the network")
-
-    return apply
-
-
-def _recreate(name: str, users: dict[str, list[str]], create: str) -> Callable[[ApplyContext], None]:
-    def apply(ctx: ApplyContext) -> None:
-        for host, containers in users.items():
-            conn = ctx.conn if host == ctx.host or ctx.connection_to is None else ctx.connection_to(host)
-            cmd = "; ".join(f"docker network disconnect -f {q(name)} {q(c)}" for c in containers)
-            conn.check(cmd, what=f"could not disconnect containers from {name}")
-        ctx.conn.check(f"docker network rm {q(name)} && {create}", what=f"could not recreate network {name}")
-
-    return apply

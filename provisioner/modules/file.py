@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -14,7 +13,6 @@ from pydantic import ValidationInfo, field_validator, model_validator
 from provisioner.connection.base import q
 from provisioner.inventory import Inventory
 from provisioner.modules.base import (
-    ApplyContext,
     Change,
     Module,
     ModuleArgs,
@@ -24,6 +22,7 @@ from provisioner.modules.base import (
     local_file,
     register,
 )
+from provisioner.steps import Put, Run
 
 _OWNER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}(:[a-z_][a-z0-9_.-]{0,31})?$")
 
@@ -102,8 +101,7 @@ class FileModule(Module[FileArgs]):
                     path=args.path,
                     before=current.content if current.content is not None else "<binary>",
                     after="",
-                    commands=[f"rm -f {q(args.path)}"],
-                    apply=_remove(args.path),
+                    steps=[Run(f"rm -f {q(args.path)}", what=f"could not remove {args.path}")],
                     retry_safe=True,  # rm -f twice is rm -f once
                 )
             ]
@@ -120,9 +118,7 @@ class FileModule(Module[FileArgs]):
                     path=args.path,
                     before=(current.content if current.content is not None else "<binary>") if current.exists else None,
                     after=want_text,
-                    mode=mode,
-                    owner=owner,
-                    apply=_put(args.path, data, mode, owner),
+                    steps=[Put(args.path, data, mode, owner)],
                     retry_safe=True,  # an atomic write of the same bytes can be repeated
                 )
             ]
@@ -132,7 +128,13 @@ class FileModule(Module[FileArgs]):
         if args.owner and current.owner != _full_owner(args.owner, current.owner):
             cmds.append(f"chown {q(args.owner)} {q(args.path)}")
         if cmds:
-            return [Change(f"set mode/owner of {args.path}", commands=cmds, retry_safe=True)]
+            return [
+                Change(
+                    f"set mode/owner of {args.path}",
+                    steps=[Run(c, what=f"could not set the mode/owner of {args.path}") for c in cmds],
+                    retry_safe=True,
+                )
+            ]
         return NoOp(f"{args.path} is up to date")
 
 
@@ -140,17 +142,3 @@ def _full_owner(want: str, have: str | None) -> str:
     if ":" in want or have is None:
         return want
     return f"{want}:{have.split(':', 1)[1]}" if ":" in have else want
-
-
-def _put(path: str, data: bytes, mode: int, owner: str | None) -> Callable[[ApplyContext], None]:
-    def apply(ctx: ApplyContext) -> None:
-        ctx.conn.put(data, path, mode=mode, owner=owner)
-
-    return apply
-
-
-def _remove(path: str) -> Callable[[ApplyContext], None]:
-    def apply(ctx: ApplyContext) -> None:
-        ctx.conn.check(f"rm -f {q(path)}", what=f"could not remove {path}")
-
-    return apply

@@ -31,6 +31,7 @@ from provisioner.modules._docker import (
 )
 from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
 from provisioner.modules.capabilities import SWARM_ALTERNATIVE, ZOOKEEPER_REASON, overlay_mode
+from provisioner.steps import Call, Run, Step
 
 # how long a (re)created store may take to answer healthy (leader elected)
 HEALTH_TIMEOUT = 90.0
@@ -261,9 +262,8 @@ class KVStoreModule(Module[KVStoreArgs]):
             return [
                 Change(
                     f"create {b.container} container ({b.name} store on {where})",
-                    commands=[run],
+                    steps=_steps(b, node, [run]),
                     notes=[] if image_id else [f"image {ref} is not on the host yet (the image task loads it)"],
-                    apply=_apply(b, [run]),
                 )
             ]
         why = _differences(current.labels, current.image_id, labels, image_id)
@@ -271,9 +271,8 @@ class KVStoreModule(Module[KVStoreArgs]):
             return [
                 Change(
                     f"recreate {b.container}: {why}",
-                    commands=[f"docker rm -f {b.container}", run],
+                    steps=_steps(b, node, [f"docker rm -f {b.container}", run]),
                     notes=[f"the {b.name} store is down until the new container is healthy"],
-                    apply=_apply(b, [f"docker rm -f {b.container}", run]),
                 )
             ]
         if not current.running:
@@ -281,8 +280,7 @@ class KVStoreModule(Module[KVStoreArgs]):
             return [
                 Change(
                     f"start {b.container} (it is {current.status or 'stopped'}; same spec)",
-                    commands=[start],
-                    apply=_apply(b, [start]),
+                    steps=_steps(b, node, [start]),
                 )
             ]
         return NoOp(f"{b.container} runs with the same spec ({short_id(image_id or '')}, {where})")
@@ -303,17 +301,21 @@ def _differences(have: dict[str, str], have_image: str, want: dict[str, str], wa
     return ", ".join(reasons) or "spec changed"
 
 
-def _apply(b: Backend, commands: list[str]) -> Callable[[ApplyContext], None]:
-    def apply(ctx: ApplyContext) -> None:
-        ctx.conn.check(
-            " && ".join(commands),
-            timeout=300,
-            what=f"could not run the {b.name} container",
-            fix=f"check the image and the ports; `docker logs {b.container}` on {ctx.host} shows the store's output",
-        )
-        wait_healthy(ctx, b)
-
-    return apply
+def _steps(b: Backend, node: StoreNode, commands: list[str]) -> list[Step]:
+    """The container command (one round trip), then the wait until the store answers healthy."""
+    run = Run(
+        " && ".join(commands),
+        timeout=300,
+        what=f"could not run the {b.name} container",
+        fix=f"check the image and the ports; `docker logs {b.container}` on {node.name} shows the store's output",
+    )
+    wait = Call(
+        f"wait up to {HEALTH_TIMEOUT:.0f} s until {b.what_healthy}: GET http://{node.address}:{node.port}"
+        f"{b.health_path} from here (or through {node.name} when its port is not reachable from here); "
+        f"on timeout: docker logs --tail 30 {b.container}",
+        lambda ctx, _state: wait_healthy(ctx, b),
+    )
+    return [run, wait]
 
 
 def wait_healthy(ctx: ApplyContext, b: Backend, timeout: float = HEALTH_TIMEOUT) -> None:

@@ -11,14 +11,13 @@ with the reason (it is never moved silently). In kv mode the task does nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from provisioner.connection.base import q
-from provisioner.errors import ConnectError, ProvisionerError, TaskError
+from provisioner.errors import TaskError
 from provisioner.facts import HostFacts
 from provisioner.inventory import Inventory
-from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
+from provisioner.modules.base import Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
 from provisioner.modules.capabilities import docker_hosts, overlay_mode
+from provisioner.steps import Run, Step
 
 SWARM_PORT = 2377
 EXCLUSIVE_GROUP = "swarm-membership"
@@ -64,8 +63,14 @@ def plan_swarm(inventory: Inventory, host: str, facts: HostFacts, manager: HostF
         return [
             Change(
                 f"initialise the swarm on {host} (manager, advertise {addr})",
-                commands=[cmd],
-                apply=_run(cmd, f"could not initialise the swarm on {host}"),
+                steps=[
+                    Run(
+                        cmd,
+                        timeout=120,
+                        what=f"could not initialise the swarm on {host}",
+                        fix="read the error above; `docker info` shows the swarm state",
+                    )
+                ],
                 exclusive=EXCLUSIVE_GROUP,
             )
         ]
@@ -98,11 +103,7 @@ def plan_swarm(inventory: Inventory, host: str, facts: HostFacts, manager: HostF
     return [
         Change(
             f"join {host} to the swarm of {name} as a worker (manager {target}, advertise {addr})",
-            commands=[
-                f"{name}: docker swarm join-token -q worker",
-                f"docker swarm join --token *** --advertise-addr {q(addr)} {q(target)}",
-            ],
-            apply=_join(name, addr, target),
+            steps=join_steps(host, name, addr, target),
             exclusive=EXCLUSIVE_GROUP,
         )
     ]
@@ -117,36 +118,23 @@ def _not_stuck(host: str, facts: HostFacts) -> None:
         )
 
 
-def _run(cmd: str, what: str) -> Callable[[ApplyContext], None]:
-    def apply(ctx: ApplyContext) -> None:
-        ctx.conn.check(cmd, timeout=120, what=what, fix="read the error above; `docker info` shows the swarm state")
-
-    return apply
-
-
-def _join(manager: str, addr: str, target: str) -> Callable[[ApplyContext], None]:
-    def apply(ctx: ApplyContext) -> None:
-        mconn = ctx.conn if ctx.connection_to is None else ctx.connection_to(manager)
-        res = mconn.check(
+def join_steps(host: str, manager: str, addr: str, target: str) -> list[Step]:
+    """Read the worker token on the manager (kept as a secret: printed and traced as ***), then join."""
+    return [
+        Run(
             "docker swarm join-token -q worker",
+            host=manager,
+            capture="token",
             what=f"could not read the worker join token from {manager}",
             fix=f"check that {manager} is a swarm manager (`docker node ls` there)",
-        )
-        token = res.stdout.strip()
-        try:
-            ctx.conn.check(
-                f"docker swarm join --token {q(token)} --advertise-addr {q(addr)} {q(target)}",
-                timeout=120,
-                what=f"could not join {ctx.host} to the swarm at {target}",
-                fix=f"TCP {SWARM_PORT} and 7946, UDP 7946 and 4789 must be open between {ctx.host} and {manager}",
-            )
-        except ConnectError as e:
-            # the token is known only now, so no Change.secrets can hide it: mask it in the error itself
-            raise ConnectError(ctx.host, str(e).split(": ", 1)[-1].replace(token, "***")) from None
-        except ProvisionerError as e:
-            raise TaskError(str(e).replace(token, "***")) from None
-
-    return apply
+        ),
+        Run(
+            f"docker swarm join --token @@token@@ --advertise-addr {q(addr)} {q(target)}",
+            timeout=120,
+            what=f"could not join {host} to the swarm at {target}",
+            fix=f"TCP {SWARM_PORT} and 7946, UDP 7946 and 4789 must be open between {host} and {manager}",
+        ),
+    ]
 
 
 @register

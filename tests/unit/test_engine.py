@@ -263,12 +263,14 @@ def test_exclusive_changes_roll_one_host_at_a_time_and_stop_at_first_failure(
     class RollArgs(ModuleArgs):
         pass
 
+    from provisioner.steps import Call
+
     class Roll(Module[RollArgs]):
         name = "test_roll"
         Args = RollArgs
 
         def plan(self, ctx: PlanContext, args: RollArgs) -> list[Change]:
-            def apply(actx: object) -> None:
+            def apply(actx: object, _state: object) -> None:
                 active.append(ctx.host)
                 assert len(active) == 1, "two hosts restarted at once"
                 time.sleep(0.05)
@@ -277,7 +279,7 @@ def test_exclusive_changes_roll_one_host_at_a_time_and_stop_at_first_failure(
                 if ctx.host == "h3":
                     raise TaskError("docker did not come back")
 
-            return [Change("restart", apply=apply, exclusive="restart")]
+            return [Change("restart", steps=[Call("restart", apply)], exclusive="restart")]
 
     register(Roll)
     report = run(inventory, tmp_path, "- name: p\n  hosts: web\n  tasks:\n    - test_roll: {}\n", Cluster())

@@ -12,6 +12,7 @@ import pytest
 from provisioner.connection.base import RunResult, ShellConnection
 from provisioner.connection.fake import FakeConnection, serve_facts
 from provisioner.engine import Executor, RunReport
+from provisioner.engine.executor import apply_change
 from provisioner.errors import ConnectError
 from provisioner.facts import FileFact
 from provisioner.inventory import Inventory, load_inventory
@@ -169,9 +170,8 @@ def test_marker_is_written_before_the_config_and_kept_when_the_run_dies_in_the_r
 
     conn = FakeConnection("lab2").on("^mkdir -p ").on("systemctl restart docker", respond=killed)
     conn.on(r"curl -fsS -m 5 http://198\.18\.0\.11:8500/v1/status/leader", stdout='"198.18.0.11:8300"')
-    assert c.apply is not None
     with pytest.raises(ConnectError):
-        c.apply(ctx_for(conn, f))
+        apply_change(ctx_for(conn, f), c)
     assert conn.calls.index(f"put {MARKER}") < conn.calls.index(f"put {DROPIN}")
     assert conn.files[DROPIN].decode() == WANT_DROPIN
     assert conn.files[MARKER].decode().strip() == docker_daemon.config_hash(
@@ -189,8 +189,7 @@ def test_a_present_marker_forces_the_restart_even_when_nothing_differs() -> None
     assert c.path is None and c.description.startswith("restart Docker:")
     assert "did not finish restarting Docker" in c.description and "0123456789ab" in c.description
     conn = daemon_conn(0, [f"active\n{STORE}|198.18.0.12:2376\n"], files={MARKER: b"0123456789abcdef\n"})
-    assert c.apply is not None
-    c.apply(ctx_for(conn, in_sync))
+    apply_change(ctx_for(conn, in_sync), c)
     assert MARKER not in conn.files  # verified: the debt is paid
     assert any(call.startswith("systemctl daemon-reload && systemctl restart docker") for call in conn.calls)
 

@@ -24,12 +24,14 @@ import pytest
 
 from provisioner.connection.base import RunResult, ShellConnection
 from provisioner.connection.fake import FakeConnection
+from provisioner.engine.executor import apply_change
 from provisioner.errors import TaskError
 from provisioner.facts import ContainerFact, DockerFacts, FileFact, HostFacts, Interface, NetworkFact
 from provisioner.inventory import Inventory
 from provisioner.modules import docker_daemon, docker_image, docker_network, kv_store, overlay_verify
 from provisioner.modules._docker import LABEL_ARGS, LABEL_IMAGE, LABEL_SPEC, archive_info, args_hash, spec_hash
 from provisioner.modules.base import ApplyContext, Change, Check, Module, NoOp, Plan, PlanContext
+from provisioner.steps import Put
 
 DROPIN = "/etc/systemd/system/docker.service.d/10-machine.conf"
 DAEMON_JSON = "/etc/docker/daemon.json"
@@ -214,8 +216,7 @@ def test_load_apply_reports_checksum_mismatch(archive: tuple[Path, str]) -> None
     (c,) = changes(plan(docker_image.DockerImageModule(), f, inv, {"from_inventory": "verify"}))
     conn = FakeConnection("lab2").on("provisioner-image", rc=65, stderr="checksum mismatch")
     with pytest.raises(TaskError, match="does not match its sha256"):
-        assert c.apply is not None
-        c.apply(ctx_for(conn, f, inv))
+        apply_change(ctx_for(conn, f, inv), c)
     assert conn.stats.bytes_sent == path.stat().st_size  # the archive went over the connection's stdin
 
 
@@ -268,7 +269,7 @@ def test_kv_store_plan(containers: list[str], images: dict[str, str], expect: st
 
 def test_kv_single_host_command_publishes_on_the_host_address_only() -> None:
     (c,) = changes(plan(kv_store.KVStoreModule(), facts("lab1", images=KV_IMAGES), inventory()))
-    run = c.commands[-1]
+    run = c.commands[0]
     assert "docker run -d --restart unless-stopped --name consul" in run
     assert " -p 198.18.0.11:8500:8500 -h consul provisioner-lab/consul:1.8.7 agent -server " in run
     assert "-bootstrap -client=0.0.0.0" in run and "-data-dir=/consul/data" in run
@@ -279,7 +280,7 @@ def test_kv_single_host_command_publishes_on_the_host_address_only() -> None:
 def test_kv_publish_address_override() -> None:
     inv = inventory(kv_store={"publish_address": "198.18.0.50"})
     (c,) = changes(plan(kv_store.KVStoreModule(), facts("lab1", images=KV_IMAGES), inv))
-    assert "-p 198.18.0.50:8500:8500" in c.commands[-1]
+    assert "-p 198.18.0.50:8500:8500" in c.commands[0]
     assert kv_store.cluster_store_url(inv) == "consul://198.18.0.50:8500"
 
 
@@ -289,7 +290,7 @@ def test_kv_quorum_with_three_hosts() -> None:
         kv_store={"hosts": ["kv1", "kv2", "kv3"]},
     )
     (c,) = changes(plan(kv_store.KVStoreModule(), facts("kv2", ip="198.18.0.22", images=KV_IMAGES), inv))
-    run = c.commands[-1]
+    run = c.commands[0]
     for part in ("--network host", "-bootstrap-expect=3", "-bind=198.18.0.22", "-advertise=198.18.0.22",
                  "-client=198.18.0.22", "-retry-join=198.18.0.21", "-retry-join=198.18.0.23", "-node=kv2"):  # fmt: skip
         assert part in run
@@ -299,7 +300,7 @@ def test_kv_quorum_with_three_hosts() -> None:
 def test_kv_etcd_backend_enables_v2_and_lists_every_endpoint() -> None:
     inv = inventory(kv_store={"backend": "etcd", "image": "etcd:3.4"})
     (c,) = changes(plan(kv_store.KVStoreModule(), facts("lab1", images={"etcd:3.4": CONSUL_ID}), inv))
-    assert "--enable-v2=true" in c.commands[-1] and "--name etcd" in c.commands[-1]
+    assert "--enable-v2=true" in c.commands[0] and "--name etcd" in c.commands[0]
     assert kv_store.cluster_store_url(inv) == "etcd://198.18.0.11:2379"
 
 
@@ -349,8 +350,7 @@ def test_kv_apply_waits_for_leader_with_py_consul(store: tuple[int, type[_Store]
     f = facts("store1", ip="127.0.0.1", images=KV_IMAGES)
     (c,) = changes(plan(kv_store.KVStoreModule(), f, inv))
     conn = FakeConnection("store1").on(r"^docker run -d", stdout="abc\n")
-    assert c.apply is not None
-    c.apply(ctx_for(conn, f, inv))
+    apply_change(ctx_for(conn, f, inv), c)
     assert len(conn.calls) == 1  # the leader was asked directly, not through the host
 
 
@@ -462,7 +462,7 @@ def test_docker_daemon_plan(case: DaemonCase) -> None:
     for note in case.notes:
         assert any(note in n for n in c.notes), c.notes
     assert c.exclusive == case.exclusive
-    assert (c.mode, c.owner) == (0o644, "root:root")
+    assert {(s.mode, s.owner) for s in c.steps if isinstance(s, Put)} == {(0o644, "root:root")}
 
 
 def test_daemon_json_mode_lists_the_dropin_removal() -> None:
@@ -508,11 +508,12 @@ def test_daemon_apply_restarts_and_waits_for_the_store() -> None:
     f = facts("lab2")
     (c,) = changes(plan(docker_daemon.DockerDaemonModule(), f))
     conn = daemon_conn(0, ["activating\n", f"active\n{STORE}|198.18.0.12:2376\n"])
-    assert c.apply is not None
-    c.apply(ctx_for(conn, f))
+    apply_change(ctx_for(conn, f), c)
     assert conn.files[DROPIN].decode() == WANT_DROPIN
     # the folder may not exist yet
-    assert conn.calls.index("mkdir -p /etc/systemd/system/docker.service.d") < conn.calls.index(f"put {DROPIN}")
+    folder = "mkdir -p /etc/systemd/system/docker.service.d"
+    mkdir = next(i for i, call in enumerate(conn.calls) if call.startswith(folder))
+    assert mkdir < conn.calls.index(f"put {DROPIN}")
     assert docker_daemon.PENDING_MARKER not in conn.files  # verified running: no restart owed
     assert not any("journalctl" in call for call in conn.calls)
 
@@ -522,8 +523,7 @@ def test_daemon_rollback_removes_new_file_and_docker_runs_again() -> None:
     (c,) = changes(plan(docker_daemon.DockerDaemonModule(), f, inventory(docker={"advertise_interface": "ens9"})))
     conn = daemon_conn(1, ["active\n|\n"])
     with pytest.raises(TaskError) as err:
-        assert c.apply is not None
-        c.apply(ctx_for(conn, f))
+        apply_change(ctx_for(conn, f), c)
     msg = str(err.value)
     assert "previous configuration was restored and Docker is running again" in msg
     assert "no interface ens9" in msg and "Job for docker.service failed" in msg
@@ -539,8 +539,7 @@ def test_daemon_rollback_restores_the_previous_file() -> None:
     # the restart "works" but Docker never reports the store: after the bounded wait it is rolled back
     conn = daemon_conn(0, ["failed\n"], files={DROPIN: old.encode()})
     with pytest.raises(TaskError, match=r"docker.service is failed[\s\S]*did NOT come back"):
-        assert c.apply is not None
-        c.apply(ctx_for(conn, f))
+        apply_change(ctx_for(conn, f), c)
     assert conn.files[DROPIN].decode() == old
     assert docker_daemon.PENDING_MARKER in conn.files  # Docker is down: the next run must restart it
 
@@ -561,24 +560,21 @@ def ov(**over: Any) -> NetworkFact:
     [
         ([], {}, "create network ov_net1 (overlay, 198.19.1.0/24)"),
         ([ov()], {}, "noop:ov_net1 exist with the inventory's settings"),
-        ([ov(subnets=["198.19.9.0/24"])], {}, "error:subnet: 198.19.9.0/24 on the host, 198.19.1.0/24"),
-        ([ov(attachable=False)], {}, "error:attachable: False on the host, True in the inventory"),
+        # drift that only a destructive change fixes: planned (plan exits 3), carried out only with the flag
+        ([ov(subnets=["198.19.9.0/24"])], {}, "flag:recreate network ov_net1: subnet: 198.19.9.0/24 on the host"),
+        ([ov(attachable=False)], {}, "flag:recreate network ov_net1: attachable: False on the host, True in"),
         ([ov(subnets=["198.19.9.0/24"])], {"recreate_networks": True}, "recreate network ov_net1: subnet"),
     ],
 )
 def test_docker_network_plan(networks: list[NetworkFact], options: dict[str, Any], expect: str) -> None:
     f = facts("lab2", networks=networks, cluster_store=STORE)
-    if expect.startswith("error:"):
-        with pytest.raises(TaskError) as err:
-            plan(docker_network.DockerNetworkModule(), f, **options)
-        assert expect[6:] in str(err.value) and "--recreate-networks" in str(err.value)
-        return
     p = plan(docker_network.DockerNetworkModule(), f, **options)
     if expect.startswith("noop:"):
         assert isinstance(p, NoOp) and expect[5:] in p.reason
         return
     (c,) = changes(p)
-    assert c.description.startswith(expect)
+    assert c.description.startswith(expect.removeprefix("flag:"))
+    assert c.requires == ("recreate_networks" if expect.startswith(("flag:", "recreate")) else None)
 
 
 def test_network_create_command_has_every_setting() -> None:
@@ -596,14 +592,11 @@ def test_network_drift_names_containers_on_every_host() -> None:
     web = ContainerFact(name="web", networks=["ov_net1"], running=True)
     lab2 = facts("lab2", networks=[drifted], cluster_store=STORE)
     lab3 = facts("lab3", networks=[drifted], cluster_store=STORE, containers=[web])
-    with pytest.raises(TaskError, match="would disconnect: lab3: web"):
-        plan(docker_network.DockerNetworkModule(), lab2, all_facts={"lab2": lab2, "lab3": lab3})
-    (c,) = changes(plan(docker_network.DockerNetworkModule(), lab2, all_facts={"lab2": lab2, "lab3": lab3},
-                        recreate_networks=True))  # fmt: skip
-    assert c.notes == ["disconnects: lab3: web"]
+    (c,) = changes(plan(docker_network.DockerNetworkModule(), lab2, all_facts={"lab2": lab2, "lab3": lab3}))
+    assert c.notes == ["disconnects: lab3: web"] and c.requires == "recreate_networks"
+    assert c.commands[0] == "lab3: docker network disconnect -f ov_net1 web"
     conns = {"lab2": FakeConnection("lab2").on("", rc=0), "lab3": FakeConnection("lab3").on("", rc=0)}
-    assert c.apply is not None
-    c.apply(ctx_for(conns["lab2"], lab2, connection_to=lambda h: conns[h]))
+    apply_change(ctx_for(conns["lab2"], lab2, connection_to=lambda h: conns[h]), c)
     assert conns["lab3"].calls == ["docker network disconnect -f ov_net1 web"]
     assert conns["lab2"].calls[0].startswith("docker network rm ov_net1 && docker network create")
 

@@ -17,11 +17,13 @@ from provisioner import report as render
 from provisioner.connection.base import ShellConnection
 from provisioner.connection.fake import FakeConnection, serve_facts
 from provisioner.engine import Executor
+from provisioner.engine.executor import apply_change
 from provisioner.errors import TaskError
 from provisioner.inventory import Inventory, load_inventory
 from provisioner.modules import base as modules_base
 from provisioner.modules.base import ApplyContext, Change, Module, ModuleArgs, Plan, PlanContext
 from provisioner.playbook import load_playbook
+from provisioner.steps import Call, StepState
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "pw-Sup3r-s3cret-7731"
@@ -41,7 +43,7 @@ class JoinModule(Module[JoinArgs]):
     Args = JoinArgs
 
     def plan(self, ctx: PlanContext, args: JoinArgs) -> Plan:
-        def apply(actx: ApplyContext) -> None:
+        def apply(actx: ApplyContext, _state: StepState) -> None:
             actx.log(f"joining with token {TOKEN} (password {PASSWORD})")
             cmd = f"docker swarm join --token {TOKEN} 198.18.0.10:2377"
             if args.fail:
@@ -54,9 +56,8 @@ class JoinModule(Module[JoinArgs]):
                 path="/etc/provisioner/join-token",
                 before=None,
                 after=f"token={TOKEN}\npassword={PASSWORD}\n",
-                commands=[f"docker swarm join --token {TOKEN} 198.18.0.10:2377"],
+                steps=[Call(f"docker swarm join --token {TOKEN} 198.18.0.10:2377", apply)],
                 notes=[f"the token {TOKEN} is single-use"],
-                apply=apply,
                 secrets=(TOKEN,),
             )
         ]
@@ -161,6 +162,6 @@ def test_swarm_join_token_read_at_apply_time_is_masked_in_its_errors(tmp_path: P
     inv = load_inventory(write_inventory(tmp_path))
     ctx = ApplyContext(host="h1", conn=conn, facts=HostFacts(host="h1"), inventory=inv)
     with pytest.raises(ProvisionerError) as err:
-        swarm._join("h0", "198.18.0.11", "198.18.0.10:2377")(ctx)
+        apply_change(ctx, Change("join", steps=swarm.join_steps("h1", "h0", "198.18.0.11", "198.18.0.10:2377")))
     assert isinstance(err.value, ConnectError) is (fault == "lost")  # still unreachable, not failed
     assert TOKEN not in str(err.value) and "--token ***" in str(err.value)
