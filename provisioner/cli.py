@@ -28,6 +28,7 @@ from provisioner.errors import (
 
 if TYPE_CHECKING:
     from provisioner.engine.results import RunReport
+    from provisioner.facts import HostFacts
     from provisioner.inventory import Inventory
     from provisioner.playbook import Playbook
 
@@ -142,7 +143,7 @@ def _run_playbook(
         verbose=bool(options.get("verbose")),
     )
     # plan changes nothing, so only apply takes the cluster lock
-    lock = None if check else LockSpec(inv.kv_store.hosts[0], lock_timeout, break_lock)
+    lock = None if check else LockSpec(inv.lock_host(), lock_timeout, break_lock)
     ex = Executor(
         inv, ssh_connector(inv), check=check, forks=forks, limit=hosts, options=options, events=events, lock=lock
     )
@@ -264,7 +265,7 @@ def unlock(
         from provisioner.engine.lock import break_lock, describe, is_stale, read_owner
 
         inv, _ = _load(inventory, None)
-        host = inv.kv_store.hosts[0]
+        host = inv.lock_host()
         conn = ssh_connector(inv)(host)
         try:
             owner = read_owner(conn)
@@ -318,6 +319,29 @@ def verify(
     _guard(body)
 
 
+def _gather_facts(inv: Inventory, hosts: list[str], forks: int) -> dict[str, HostFacts | str]:
+    """Facts of each host, gathered in parallel; a host that cannot be reached gets its error instead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from provisioner.connect import ssh_connector
+    from provisioner.facts import gather
+
+    connect = ssh_connector(inv)
+
+    def one(host: str) -> HostFacts | str:
+        try:
+            conn = connect(host)
+            try:
+                return gather(conn, files=[inv.docker.dropin, inv.docker.daemon_json], dropin=inv.docker.dropin)
+            finally:
+                conn.close()
+        except ProvisionerError as e:
+            return str(e)
+
+    with ThreadPoolExecutor(max_workers=forks) as pool:
+        return dict(zip(hosts, pool.map(one, hosts), strict=True))
+
+
 @app.command()
 def facts(
     inventory: InventoryOpt,
@@ -329,29 +353,13 @@ def facts(
 
     def body() -> int:
         import json
-        from concurrent.futures import ThreadPoolExecutor
 
         from rich.table import Table
 
-        from provisioner.connect import ssh_connector
-        from provisioner.facts import HostFacts, gather
+        from provisioner.facts import HostFacts
 
         inv, _ = _load(inventory, None)
-        hosts = _limit(inv, limit) or list(inv.hosts)
-        connect = ssh_connector(inv)
-
-        def one(host: str) -> HostFacts | str:
-            try:
-                conn = connect(host)
-                try:
-                    return gather(conn, files=[inv.docker.dropin, inv.docker.daemon_json], dropin=inv.docker.dropin)
-                finally:
-                    conn.close()
-            except ProvisionerError as e:
-                return str(e)
-
-        with ThreadPoolExecutor(max_workers=forks) as pool:
-            gathered = dict(zip(hosts, pool.map(one, hosts), strict=True))
+        gathered = _gather_facts(inv, _limit(inv, limit) or list(inv.hosts), forks)
         if output is Output.json:
             print(
                 json.dumps(
@@ -381,6 +389,55 @@ def facts(
                 )
             _console().print(table)
         return EXIT_FAILED if any(isinstance(f, str) for f in gathered.values()) else EXIT_OK
+
+    _guard(body)
+
+
+@app.command()
+def graph(
+    inventory: InventoryOpt,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-file", "-o", help=".dot, .mmd (Mermaid), .svg or .png (Graphviz); default: DOT on stdout"
+        ),
+    ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="draw what the hosts' facts say (contacts them, read-only) and mark drift")
+    ] = False,
+    forks: ForksOpt = 50,
+) -> None:
+    """The cluster as a picture: hosts, the store, networks, containers (--live) and the way out.
+
+    Without --live it draws the inventory and contacts nothing. Exit 1 when a host is unreachable
+    (it is drawn and marked) or the picture could not be rendered (the .dot/.mmd text is written)."""
+
+    def body() -> int:
+        from provisioner import graph as draw
+        from provisioner.topology import build
+
+        if out is not None:
+            draw.output_format(out)
+            draw.check_writable(out)
+        inv, _ = _load(inventory, None)
+        topo = build(inv, _gather_facts(inv, list(inv.hosts), forks) if live else None)
+        err = _console(stderr=True)
+        code = EXIT_FAILED if topo.unreachable else EXIT_OK
+        if out is None:
+            sys.stdout.write(draw.to_dot(topo))
+        else:
+            written = draw.write(topo, out)
+            if written.problem:
+                err.print(f"error: {written.problem}", markup=False)
+                err.print(f"wrote the text forms instead: {', '.join(map(str, written.fallback))}", markup=False)
+                code = EXIT_FAILED
+            else:
+                err.print(f"wrote {out}", markup=False)
+        for line in topo.findings:
+            err.print(f"  {line}", markup=False)
+        if live and not topo.findings:
+            err.print("no drift: the hosts match the inventory", markup=False)
+        return code
 
     _guard(body)
 

@@ -1,0 +1,496 @@
+"""The cluster as a graph: hosts, the store, networks, containers and the way out.
+
+``build(inventory)`` describes what the inventory wants (no host contacted); ``build(inventory, live)``
+describes what the gathered facts say and marks drift against the inventory: an element the inventory
+wants but the host lacks is ``missing``, one the host has and the inventory does not is ``extra``, one
+with other settings is ``different``; a host whose facts could not be gathered is ``unreachable`` and
+everything on it ``unknown``. The model is plain data; :mod:`provisioner.graph` renders it.
+
+Everything is produced in a fixed order (inventory order, then names sorted), so the same input gives
+the same drawing, byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from provisioner.errors import TaskError
+from provisioner.facts import ContainerFact, HostFacts, NetworkFact
+from provisioner.inventory import Inventory, Network
+
+Mark = Literal["", "missing", "extra", "different", "unreachable", "unknown"]
+NodeKind = Literal["dockerd", "store", "interface", "network", "builtin", "container", "underlay"]
+EdgeKind = Literal["store", "swarm", "vxlan", "nat", "parent", "attach", "uplink"]
+
+# Docker's own networks: never drift; "bridge" (docker0) and "docker_gwbridge" are the way out
+BUILTIN_NETWORKS = ("bridge", "docker_gwbridge", "host", "none", "ingress")
+_NOT_DRAWN_DRIVERS = ("null", "host")
+PROBE_LABEL = "provisioner.probe"  # the ping matrix's probe containers (overlay_verify) are not drawn
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    kind: NodeKind
+    lines: tuple[str, ...]
+    mark: Mark = ""
+
+
+@dataclass(frozen=True)
+class Edge:
+    src: str
+    dst: str
+    kind: EdgeKind
+    label: str = ""
+    mark: Mark = ""
+
+
+@dataclass
+class HostBox:
+    name: str
+    id: str
+    lines: tuple[str, ...]
+    mark: Mark = ""
+    nodes: list[Node] = field(default_factory=list)
+
+
+@dataclass
+class Topology:
+    title: str
+    hosts: list[HostBox] = field(default_factory=list)
+    shared: list[Node] = field(default_factory=list)  # overlay networks, the underlay
+    edges: list[Edge] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)  # drift and unreachable hosts, one line each
+    live: bool = False
+
+    @property
+    def unreachable(self) -> list[str]:
+        return [h.name for h in self.hosts if h.mark == "unreachable"]
+
+    def node_ids(self) -> set[str]:
+        return {n.id for n in self.shared} | {n.id for h in self.hosts for n in h.nodes}
+
+
+@dataclass(frozen=True)
+class WantedContainer:
+    """A container the inventory asks for. The inventory has no ``containers:`` section yet; when it
+    gets one, :func:`wanted_containers` fills these and live containers are compared against them."""
+
+    name: str
+    host: str
+    image: str
+    networks: tuple[str, ...]
+
+
+def wanted_containers(inventory: Inventory) -> list[WantedContainer]:
+    return []
+
+
+def _enc(name: str) -> str:
+    """A name as a DOT/Mermaid identifier: letters and digits stay, anything else becomes ``_xx`` (hex),
+    so ``__`` never occurs inside and ``kind__host__name`` ids cannot collide."""
+    return re.sub(r"[^A-Za-z0-9]", lambda m: "".join(f"_{b:02x}" for b in m.group().encode()), name)
+
+
+def node_id(kind: str, host: str, name: str = "") -> str:
+    return "__".join(p for p in (kind, _enc(host), _enc(name)) if p)
+
+
+def _docker_hosts(inv: Inventory) -> list[str]:
+    return inv.groups().get("docker") or list(inv.hosts)
+
+
+def _store_url(inv: Inventory) -> str | None:
+    from provisioner.modules.kv_store import cluster_store_url
+
+    try:
+        return cluster_store_url(inv)
+    except TaskError:  # e.g. zookeeper: only valid in swarm mode, where no store URL is used
+        return None
+
+
+def _store_container(inv: Inventory) -> str:
+    from provisioner.modules.kv_store import BACKENDS
+
+    b = BACKENDS.get(inv.kv_store.backend)
+    return b.container if b is not None else inv.kv_store.backend
+
+
+def _store_targets(inv: Inventory) -> list[str]:
+    """The store hosts dockerd's --cluster-store names (consul: only the first; etcd: every one)."""
+    from provisioner.modules.kv_store import BACKENDS
+
+    b = BACKENDS.get(inv.kv_store.backend)
+    hosts = list(inv.kv_store.hosts)
+    return hosts if b is not None and b.all_endpoints else hosts[:1]
+
+
+def _net_lines(name: str, driver: str, subnet: str, gateway: str, ip_range: str, parent: str) -> list[str]:
+    lines = [name, f"{driver} {subnet}".strip()]
+    if gateway:
+        lines.append(f"gateway {gateway}")
+    if ip_range:
+        lines.append(f"range {ip_range}")
+    if parent:
+        lines.append(f"parent {parent}")
+    return lines
+
+
+def _wanted_lines(name: str, net: Network) -> list[str]:
+    return _net_lines(
+        name,
+        net.driver,
+        str(net.subnet),
+        str(net.gateway) if net.gateway is not None else "",
+        str(net.ip_range) if net.ip_range is not None else "",
+        net.parent or "",
+    )
+
+
+def _fact_lines(n: NetworkFact) -> list[str]:
+    return _net_lines(
+        n.name,
+        n.driver,
+        ", ".join(n.subnets),
+        ", ".join(n.gateways),
+        ", ".join(n.ip_ranges),
+        n.options.get("parent", ""),
+    )
+
+
+def _mark_lines(lines: list[str], mark: Mark, why: str = "") -> tuple[str, ...]:
+    if mark in ("missing", "extra", "different"):
+        lines = [*lines, f"{mark.upper()}{': ' + why if why else ''}"]
+    return tuple(lines)
+
+
+class _Builder:
+    def __init__(self, inv: Inventory, live: Mapping[str, HostFacts | str] | None) -> None:
+        from provisioner.modules.capabilities import overlay_mode
+
+        self.inv = inv
+        self.live = live
+        self.facts: dict[str, HostFacts] = {h: f for h, f in (live or {}).items() if isinstance(f, HostFacts)}
+        self.docker_hosts = _docker_hosts(inv)
+        wanted = inv.docker.overlay_mode
+        if live is not None:
+            self.mode = overlay_mode(inv, self.facts).mode
+        else:
+            self.mode = "kv" if wanted == "auto" else wanted
+        self.mode_label = f"{self.mode} (auto)" if wanted == "auto" else self.mode
+        src = inv.source.name if inv.source is not None else "inventory"
+        what = "live: what the hosts' facts say, drift marked" if live is not None else "wanted: the inventory"
+        self.topo = Topology(title=f"{src}: {what}; overlay mode {self.mode_label}", live=live is not None)
+        self.manager = self._manager()
+
+    def _manager(self) -> str | None:
+        if self.mode != "swarm" or not self.docker_hosts:
+            return None
+        for h in self.docker_hosts:
+            f = self.facts.get(h)
+            if f is not None and f.docker.swarm_manager:
+                return h
+        return self.docker_hosts[0]
+
+    def find(self, host: str, what: str, mark: Mark) -> None:
+        if mark in ("missing", "extra", "different"):
+            self.topo.findings.append(f"{host}: {what}")
+
+    def host_state(self, host: str) -> tuple[HostFacts | None, bool]:
+        """(facts, unreachable) for a host; both falsy when drawing the inventory."""
+        if self.live is None:
+            return None, False
+        got = self.live.get(host)
+        return (got, False) if isinstance(got, HostFacts) else (None, True)
+
+    # --- the whole picture -----------------------------------------------------------------------
+
+    def build(self) -> Topology:
+        inv = self.inv
+        underlay = Node("underlay", "underlay", ("hosts' network (underlay)", "SSH, store, VXLAN udp/4789, NAT out"))
+        self.topo.shared.append(underlay)
+        overlays = {n: net for n, net in inv.networks.items() if net.driver == "overlay"}
+        for name, net in overlays.items():
+            self.topo.shared.append(self._overlay_node(name, net))
+        if self.live is not None:
+            self._extra_overlays(overlays)
+        for host in inv.hosts:
+            self._host(host)
+        return self.topo
+
+    def _overlay_node(self, name: str, net: Network) -> Node:
+        from provisioner.modules.docker_network import drift
+
+        scope = "swarm scope, attachable" if self.mode == "swarm" else "global scope (shared via the store)"
+        lines = [*_wanted_lines(name, net), scope]
+        mark: Mark = ""
+        why = ""
+        if self.live is not None:
+            seen = [(h, f.docker.network(name)) for h, f in self.facts.items() if h in self.docker_hosts]
+            have = [(h, n) for h, n in seen if n is not None]
+            if not have and seen:
+                mark, why = "missing", "on no host"
+            elif have:
+                # judged where it is authoritative: the swarm manager, else the first host that has it
+                h, n = next(((h, n) for h, n in have if h == self.manager), have[0])
+                diffs = drift(net, n, self.mode == "swarm")
+                if diffs:
+                    mark, why = "different", f"{h}: {diffs[0]}"
+        self.find("cluster", f"overlay network {name} {mark}{': ' + why if why else ''}", mark)
+        return Node(node_id("net", "", name), "network", _mark_lines(lines, mark, why), mark)
+
+    def _extra_overlays(self, overlays: Mapping[str, Network]) -> None:
+        extra: dict[str, NetworkFact] = {}
+        for f in self.facts.values():
+            for n in f.docker.networks:
+                if n.driver == "overlay" and n.name not in overlays and n.name not in BUILTIN_NETWORKS:
+                    extra.setdefault(n.name, n)
+        for name in sorted(extra):
+            self.find("cluster", f"overlay network {name} extra: not in the inventory", "extra")
+            lines = _mark_lines(_fact_lines(extra[name]), "extra", "not in the inventory")
+            self.topo.shared.append(Node(node_id("net", "", name), "network", lines, "extra"))
+
+    # --- one host --------------------------------------------------------------------------------
+
+    def _host(self, host: str) -> None:
+        inv = self.inv
+        h = inv.hosts[host]
+        facts, unreachable = self.host_state(host)
+        groups = [*h.groups, *(["kv_store"] if host in inv.kv_store.hosts else [])]
+        lines = [f"{host}  {h.address}", f"groups: {', '.join(groups) or '-'}"]
+        if facts is not None:
+            from provisioner.modules.capabilities import engine_of
+
+            d = facts.docker
+            engine = engine_of(facts).label if d.installed or d.server_version else "no Docker"
+            lines.append(f"{facts.os.pretty_name or facts.os.id or 'unknown OS'}; {engine} ({d.state})")
+        box = HostBox(host, node_id("host", host), tuple(lines))
+        if unreachable:
+            reason = str(self.live.get(host, "") if self.live is not None else "").splitlines()
+            box.mark = "unreachable"
+            box.lines = (*box.lines, f"UNREACHABLE: {reason[0] if reason else 'no facts'}"[:100])
+            self.topo.findings.append(f"{host}: unreachable ({reason[0] if reason else 'no facts'})")
+        self.topo.hosts.append(box)
+        dead: Mark = "unknown" if unreachable else ""
+
+        iface = inv.advertise_interface(host)
+        if_id = self._interface(box, host, iface, facts, dead, default_addr=h.address)
+        self.topo.edges.append(Edge(if_id, "underlay", "uplink", "", dead))
+
+        if host in inv.kv_store.hosts:
+            self._store(box, host, facts, dead)
+        docker = host in self.docker_hosts
+        if docker:
+            self._dockerd(box, host, facts, dead)
+        local: dict[str, str] = {}  # network name -> node id on this host
+        for name, net in inv.networks.items():
+            if net.driver == "overlay":
+                if docker:
+                    self._overlay_link(host, name, if_id, facts, dead)
+                local[name] = node_id("net", "", name)
+            elif docker:
+                local[name] = self._local_network(box, host, name, net, if_id, facts, dead)
+        if facts is not None:
+            self._live_only_networks(box, host, if_id, facts, local)
+            self._containers(box, host, facts, local)
+
+    def _interface(
+        self, box: HostBox, host: str, iface: str, facts: HostFacts | None, dead: Mark, default_addr: str
+    ) -> str:
+        nid = node_id("if", host, iface)
+        if any(n.id == nid for n in box.nodes):
+            return nid
+        mark: Mark = dead
+        addr = default_addr if iface == self.inv.advertise_interface(host) else ""
+        if facts is not None:
+            seen = facts.interfaces.get(iface)
+            if seen is None:
+                mark = "missing"
+                self.find(host, f"interface {iface} missing", mark)
+            else:
+                addr = ", ".join(seen.cidrs) or addr
+        box.nodes.append(Node(nid, "interface", _mark_lines([iface, addr] if addr else [iface], mark), mark))
+        return nid
+
+    def _store(self, box: HostBox, host: str, facts: HostFacts | None, dead: Mark) -> None:
+        inv = self.inv
+        kv = inv.kv_store
+        endpoint = next(f"{a}:{p}" for n, a, p in inv.kv_endpoints() if n == host)
+        container = _store_container(inv)
+        lines = [f"{kv.backend} store", f"container {container}", endpoint]
+        mark: Mark = dead
+        if self.mode == "swarm":
+            lines = [f"{kv.backend} store: not used in swarm mode", "(its host keeps the run lock)"]
+        elif facts is not None:
+            c = facts.docker.container(container)
+            if c is None:
+                mark = "missing"
+                lines.append("MISSING: no container")
+            elif not c.running:
+                mark = "different"
+                lines.append(f"DIFFERENT: {c.status or 'not running'}")
+            self.find(host, f"store container {container} {mark}", mark)
+        box.nodes.append(Node(node_id("store", host), "store", tuple(lines), mark))
+
+    def _dockerd(self, box: HostBox, host: str, facts: HostFacts | None, dead: Mark) -> None:
+        inv = self.inv
+        nid = node_id("dockerd", host)
+        lines = ["dockerd"]
+        mark: Mark = dead
+        edge_mark: Mark = dead
+        label = ""
+        if facts is not None:
+            d = facts.docker
+            lines.append(f"Docker {d.server_version or '?'}")
+        if self.mode == "swarm":
+            role = "manager" if host == self.manager else "worker"
+            lines.append(f"swarm {role}")
+            if facts is not None and facts.docker.swarm_state != "active":
+                mark = "missing"
+                lines.append(f"MISSING: swarm state {facts.docker.swarm_state}")
+                self.find(host, f"not in the swarm (state {facts.docker.swarm_state})", mark)
+            if role == "worker" and self.manager is not None:
+                self.topo.edges.append(Edge(nid, node_id("dockerd", self.manager), "swarm", "swarm tcp/2377", mark))
+        else:
+            url = _store_url(inv)
+            lines.append(f"--cluster-store {url or '?'}")
+            label = "--cluster-store"
+            if facts is not None:
+                have = facts.docker.cluster_store
+                if not have:
+                    edge_mark = "missing"
+                    lines.append("MISSING: no cluster store")
+                elif url is not None and have != url:
+                    edge_mark = "different"
+                    lines.append(f"DIFFERENT: runs with {have}")
+                self.find(
+                    host, f"dockerd cluster store {edge_mark} (runs with {have or 'none'}, wants {url})", edge_mark
+                )
+                mark = edge_mark
+            lines.append(f"--cluster-advertise {inv.advertise_interface(host)}:{inv.docker.advertise_port}")
+            for target in _store_targets(inv):
+                self.topo.edges.append(Edge(nid, node_id("store", target), "store", label, edge_mark))
+        box.nodes.append(Node(nid, "dockerd", tuple(lines), mark))
+
+    def _overlay_link(self, host: str, name: str, if_id: str, facts: HostFacts | None, dead: Mark) -> None:
+        mark: Mark = dead
+        label = "VXLAN"
+        if facts is not None and facts.docker.network(name) is None:
+            if self.mode == "swarm" and host != self.manager:
+                mark, label = "unknown", "VXLAN (a swarm worker shows it once a container uses it)"
+            else:
+                mark, label = "missing", "VXLAN: MISSING here"
+                self.find(host, f"overlay network {name} missing (this Docker does not see it)", mark)
+        self.topo.edges.append(Edge(node_id("net", "", name), if_id, "vxlan", label, mark))
+
+    def _local_network(
+        self, box: HostBox, host: str, name: str, net: Network, if_id: str, facts: HostFacts | None, dead: Mark
+    ) -> str:
+        from provisioner.modules.docker_network import drift
+
+        nid = node_id("net", host, name)
+        mark: Mark = dead
+        why = ""
+        if facts is not None:
+            have = facts.docker.network(name)
+            if have is None:
+                mark = "missing"
+            else:
+                diffs = drift(net, have)
+                if diffs:
+                    mark, why = "different", diffs[0]
+            self.find(host, f"{net.driver} network {name} {mark}{': ' + why if why else ''}", mark)
+        box.nodes.append(Node(nid, "network", _mark_lines(_wanted_lines(name, net), mark, why), mark))
+        self._way_out(box, host, nid, net.driver, net.parent, if_id, facts, dead)
+        return nid
+
+    def _way_out(
+        self,
+        box: HostBox,
+        host: str,
+        nid: str,
+        driver: str,
+        parent: str | None,
+        if_id: str,
+        facts: HostFacts | None,
+        dead: Mark,
+        nat: bool = True,
+    ) -> None:
+        if driver == "macvlan":
+            pid = if_id
+            if parent and node_id("if", host, parent) != if_id:
+                known = any(n.id == node_id("if", host, parent) for n in box.nodes)
+                pid = self._interface(box, host, parent, facts, dead, default_addr="")
+                if not known:
+                    self.topo.edges.append(Edge(pid, "underlay", "uplink", "", dead))
+            self.topo.edges.append(Edge(nid, pid, "parent", "macvlan on parent (no NAT)", dead))
+        elif driver == "bridge":
+            self.topo.edges.append(Edge(nid, if_id, "nat", "NAT out (masquerade)" if nat else "no NAT", dead))
+
+    def _live_only_networks(self, box: HostBox, host: str, if_id: str, facts: HostFacts, local: dict[str, str]) -> None:
+        for n in sorted(facts.docker.networks, key=lambda n: n.name):
+            if n.name in local or n.driver in _NOT_DRAWN_DRIVERS or n.name in ("host", "none", "ingress"):
+                continue
+            if n.driver == "overlay":
+                local[n.name] = node_id("net", "", n.name)
+                if n.name not in self.inv.networks and n.name not in BUILTIN_NETWORKS:
+                    self.topo.edges.append(Edge(local[n.name], if_id, "vxlan", "VXLAN", "extra"))
+                continue
+            builtin = n.name in BUILTIN_NETWORKS
+            mark: Mark = "" if builtin else "extra"
+            lines = _fact_lines(n)
+            if n.name == "bridge":
+                lines[0] = "docker0 (default bridge)"
+            self.find(host, f"{n.driver} network {n.name} extra: not in the inventory", mark)
+            nid = node_id("net", host, n.name)
+            kind: NodeKind = "builtin" if builtin else "network"
+            box.nodes.append(Node(nid, kind, _mark_lines(lines, mark, "not in the inventory"), mark))
+            nat = n.options.get("com.docker.network.bridge.enable_ip_masquerade", "true") != "false"
+            self._way_out(box, host, nid, n.driver, n.options.get("parent"), if_id, facts, "", nat)
+            local[n.name] = nid
+
+    def _containers(self, box: HostBox, host: str, facts: HostFacts, local: dict[str, str]) -> None:
+        store = _store_container(self.inv) if host in self.inv.kv_store.hosts and self.mode != "swarm" else None
+        wanted = {w.name: w for w in wanted_containers(self.inv) if w.host == host}
+        have = {c.name: c for c in facts.docker.containers if PROBE_LABEL not in c.labels and c.name != store}
+        for name in sorted(set(wanted) | set(have)):
+            c = have.get(name)
+            w = wanted.get(name)
+            self._container(box, host, name, c, w, local)
+
+    def _container(
+        self,
+        box: HostBox,
+        host: str,
+        name: str,
+        c: ContainerFact | None,
+        w: WantedContainer | None,
+        local: dict[str, str],
+    ) -> None:
+        nid = node_id("ctr", host, name)
+        mark: Mark = "missing" if c is None else ""
+        image = c.image if c is not None else (w.image if w is not None else "")
+        state = (c.status or ("running" if c.running else "stopped")) if c is not None else ""
+        lines = [name, image, state]
+        nets = list(c.networks) if c is not None else list(w.networks if w is not None else ())
+        special = [n for n in nets if n in ("host", "none")]
+        if special:
+            lines.append(f"network {', '.join(special)}")
+        if w is not None and c is not None and sorted(w.networks) != sorted(c.networks):
+            mark = "different"
+            lines.append(f"networks {', '.join(c.networks) or 'none'}, wants {', '.join(w.networks)}")
+        self.find(host, f"container {name} {mark}", mark)
+        box.nodes.append(Node(nid, "container", _mark_lines([x for x in lines if x], mark), mark))
+        for n in nets:
+            target = local.get(n)
+            if target is not None:
+                self.topo.edges.append(Edge(nid, target, "attach", "", mark))
+
+
+def build(inventory: Inventory, live: Mapping[str, HostFacts | str] | None = None) -> Topology:
+    """The inventory's topology; with ``live`` (host -> facts, or the error that kept them from being
+    gathered) what the hosts run, drift marked."""
+    return _Builder(inventory, live).build()
