@@ -143,7 +143,7 @@ def _run_playbook(
         verbose=bool(options.get("verbose")),
     )
     # plan changes nothing, so only apply takes the cluster lock
-    lock = None if check else LockSpec(inv.lock_host(), lock_timeout, break_lock)
+    lock = None if check else LockSpec(inv.kv_store.hosts[0], lock_timeout, break_lock)
     ex = Executor(
         inv, ssh_connector(inv), check=check, forks=forks, limit=hosts, options=options, events=events, lock=lock
     )
@@ -265,7 +265,7 @@ def unlock(
         from provisioner.engine.lock import break_lock, describe, is_stale, read_owner
 
         inv, _ = _load(inventory, None)
-        host = inv.lock_host()
+        host = inv.kv_store.hosts[0]
         conn = ssh_connector(inv)(host)
         try:
             owner = read_owner(conn)
