@@ -368,6 +368,16 @@ class DockerSettings(_Model):
     registry_mirrors: list[Annotated[str, PlainValidator(_url)]] = Field(default_factory=list)
     restart: Literal["rolling", "parallel"] = "rolling"
     overlay_mode: Literal["kv", "swarm", "auto"] = "kv"
+    # the hosts that run Docker workloads (a host pattern, as in --limit); when the default group
+    # `docker` does not exist, every host
+    group: str = Field(default="docker", min_length=1)
+
+
+class LockSettings(_Model):
+    """Where `apply` takes the cluster lock (one run at a time). Default: the first kv_store host when
+    the inventory has a store, else the first docker host."""
+
+    host: HostName | None = None
 
 
 class Network(_Model):
@@ -445,8 +455,10 @@ class ResolvedConnection(_Model):
 class Inventory(_Model):
     connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
     hosts: dict[HostName, Host]
-    kv_store: KVStore
+    # required only when an overlay network runs in kv mode (Docker's cluster store)
+    kv_store: KVStore | None = None
     docker: DockerSettings = Field(default_factory=DockerSettings)
+    lock: LockSettings = Field(default_factory=LockSettings)
     networks: dict[NetworkName, Network] = Field(default_factory=dict)
     verify: VerifySettings = Field(default_factory=VerifySettings)
     _source: Path | None = PrivateAttr(default=None)
@@ -511,7 +523,8 @@ class Inventory(_Model):
     def _cross_checks(self) -> Inventory:
         problems: list[tuple[tuple[str, ...], str, str]] = []
         known = list(self.hosts)
-        for i, name in enumerate(self.kv_store.hosts):
+        store_hosts = self.kv_store.hosts if self.kv_store is not None else []
+        for i, name in enumerate(store_hosts):
             if name not in self.hosts:
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
@@ -522,7 +535,7 @@ class Inventory(_Model):
                         f"{hint}kv_store.hosts must name hosts defined under 'hosts' ({', '.join(known)})",
                     )
                 )
-        if self.kv_store.publish_address is not None and len(self.kv_store.hosts) > 1:
+        if self.kv_store is not None and self.kv_store.publish_address is not None and len(store_hosts) > 1:
             problems.append(
                 (
                     ("kv_store", "publish_address"),
@@ -531,6 +544,7 @@ class Inventory(_Model):
                 )
             )
         problems.extend(self._mode_problems())
+        problems.extend(self._placement_problems())
         groups = {g for h in self.hosts.values() for g in h.groups}
         for name, host in self.hosts.items():
             if KV_GROUP in host.groups:
@@ -576,10 +590,53 @@ class Inventory(_Model):
             raise many_invalid(problems)
         return self
 
+    def _placement_problems(self) -> list[tuple[tuple[str, ...], str, str]]:
+        """The lock host and the docker group must name what the inventory has."""
+        out: list[tuple[tuple[str, ...], str, str]] = []
+        if self.lock.host is not None and self.lock.host not in self.hosts:
+            close = difflib.get_close_matches(self.lock.host, list(self.hosts), n=1)
+            out.append(
+                (
+                    ("lock", "host"),
+                    f"unknown host '{self.lock.host}'",
+                    (f"did you mean '{close[0]}'? " if close else "")
+                    + f"lock.host must name a host defined under 'hosts' ({', '.join(self.hosts)})",
+                )
+            )
+        if "group" in self.docker.model_fields_set:
+            try:
+                found = self.resolve_pattern(self.docker.group)
+            except ValueError as e:
+                out.append((("docker", "group"), str(e), "name a group (or host pattern) of this inventory"))
+            else:
+                if not found:
+                    out.append(
+                        (
+                            ("docker", "group"),
+                            f"'{self.docker.group}' matches no host",
+                            "name the group of the hosts that run Docker workloads, e.g. docker",
+                        )
+                    )
+        return out
+
     def _mode_problems(self) -> list[tuple[tuple[str, ...], str, str]]:
         """Overlay mode / store combinations that can never work, whatever the hosts run."""
         out: list[tuple[tuple[str, ...], str, str]] = []
         mode = self.docker.overlay_mode
+        if self.kv_store is None:
+            if mode == "kv":
+                for name, net in self.networks.items():
+                    if net.driver == "overlay":
+                        out.append(
+                            (
+                                ("networks", name, "driver"),
+                                f"overlay network {name} in kv mode (docker.overlay_mode: kv, the default) needs "
+                                "Docker's cluster store, and the inventory has no kv_store section",
+                                "add kv_store: {backend: etcd, hosts: [HOST]} (consul on Docker 20.10 hosts that "
+                                "have it), or set docker.overlay_mode: swarm (or auto) for swarm-scope overlays",
+                            )
+                        )
+            return out
         if self.kv_store.backend == "zookeeper" and mode != "swarm":
             out.append(
                 (
@@ -608,7 +665,8 @@ class Inventory(_Model):
         """Group name -> host names in inventory order; always includes "all" and "kv_store" (the
         hosts of kv_store.hosts, so playbooks follow the store wherever the inventory puts it)."""
         out: dict[str, list[str]] = {"all": list(self.hosts)}
-        out[KV_GROUP] = [h for h in self.hosts if h in self.kv_store.hosts]
+        store = self.kv_store.hosts if self.kv_store is not None else []
+        out[KV_GROUP] = [h for h in self.hosts if h in store]
         for name, host in self.hosts.items():
             for g in host.groups:
                 if g not in ("all", KV_GROUP):
@@ -687,9 +745,38 @@ class Inventory(_Model):
             merged["become"] = merged["user"] != "root"
         return ResolvedConnection(host=host, address=h.address, explicit=explicit, **merged)
 
+    def store(self) -> KVStore:
+        """The kv_store section, for code that runs only when the overlay uses Docker's cluster store."""
+        if self.kv_store is None:
+            from provisioner.errors import TaskError
+
+            raise TaskError(
+                "this needs Docker's cluster store (kv mode), and the inventory has no kv_store section",
+                fix="add kv_store: {backend: etcd, hosts: [HOST]}, or set docker.overlay_mode: swarm (or auto)",
+            )
+        return self.kv_store
+
+    def docker_hosts(self) -> list[str]:
+        """The hosts that run Docker workloads: ``docker.group`` (every host when the default group
+        `docker` does not exist)."""
+        try:
+            return self.resolve_pattern(self.docker.group) or list(self.hosts)
+        except ValueError:
+            return list(self.hosts)
+
+    def lock_host(self) -> str:
+        """Where the cluster lock lives: lock.host, else the first store host, else the first docker host."""
+        if self.lock.host is not None:
+            return self.lock.host
+        if self.kv_store is not None:
+            return self.kv_store.hosts[0]
+        return self.docker_hosts()[0]
+
     def kv_endpoints(self) -> list[tuple[str, str, int]]:
-        """(host name, address, port) of every key-value store host."""
+        """(host name, address, port) of every key-value store host (none without a store)."""
         kv = self.kv_store
+        if kv is None:
+            return []
         out = []
         for name in kv.hosts:
             addr = str(kv.publish_address) if kv.publish_address is not None else self.address_of(name)

@@ -161,7 +161,7 @@ def load_yaml(path: Path | str, what: str) -> YamlDoc:
 
 
 _EMPTY_FIX = {
-    "inventory": "start from inventories/example.yml; an inventory needs at least 'hosts:' and 'kv_store:'",
+    "inventory": "start from inventories/example.yml; an inventory needs at least 'hosts:'",
     "playbook": "a playbook is a list of plays, e.g. '- hosts: all' followed by 'tasks:'",
 }
 

@@ -206,7 +206,7 @@ def kv_endpoint_of(inventory: Inventory, host: str) -> tuple[str, int]:
         if name == host:
             return address, port
     raise TaskError(
-        f"{host} is not one of kv_store.hosts ({', '.join(inventory.kv_store.hosts)})",
+        f"{host} is not one of kv_store.hosts ({', '.join(inventory.store().hosts)})",
         fix="run the kv_store task on the hosts listed in kv_store.hosts only",
     )
 

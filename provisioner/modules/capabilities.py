@@ -111,34 +111,61 @@ def kv_refusal(engine: Engine, backend: str) -> str | None:
 class ModeChoice:
     mode: Mode
     why: str  # "docker.overlay_mode: kv", "auto: lab2: docker.io ... cannot use consul://"
+    # auto only, on a cluster where neither mode works on every docker host: what blocks kv there
+    # ("lab2: docker.io 26.1.5 has no --cluster-store ..."); preflight then refuses on the swarm blockers
+    blocked: str = ""
 
     def label(self) -> str:
         return f"overlay mode {self.mode} ({self.why})"
 
 
 def docker_hosts(inventory: Inventory) -> list[str]:
-    """The hosts that run overlay containers: the `docker` group (every host when there is none)."""
-    return inventory.groups().get("docker") or list(inventory.hosts)
+    """The hosts that run overlay containers: docker.group (every host when the default `docker` group is absent)."""
+    return inventory.docker_hosts()
+
+
+def kv_blockers(inventory: Inventory, all_facts: Mapping[str, HostFacts]) -> str:
+    """Why kv mode cannot work on every docker host ("lab2: <engine> has no --cluster-store ..."), or ""."""
+    if inventory.kv_store is None:
+        return "the inventory has no kv_store"
+    seen = [h for h in docker_hosts(inventory) if h in all_facts]
+    for host in seen:
+        why = kv_refusal(engine_of(all_facts[host]), inventory.store().backend)
+        if why is not None:
+            return f"{host}: {why.split(';')[0]}"
+    in_swarm = [h for h in seen if all_facts[h].docker.swarm_state == "active"]
+    return f"{', '.join(in_swarm)} already in a swarm" if in_swarm else ""
+
+
+def swarm_blocker(facts: HostFacts) -> str | None:
+    """Why this host's Docker, as it runs, cannot be a swarm node (something only its owner should undo)."""
+    if facts.docker.cluster_store:
+        return f"Docker runs with cluster store {facts.docker.cluster_store}"
+    if facts.docker.live_restore:
+        return "live-restore is enabled"
+    return None
 
 
 def overlay_mode(inventory: Inventory, all_facts: Mapping[str, HostFacts]) -> ModeChoice:
     """The run's overlay mode. ``auto`` decides for the whole cluster (kv and swarm overlays do not
-    mix): swarm when a docker host cannot use the store or is already in a swarm, kv otherwise."""
+    mix): swarm when a docker host cannot use the store or is already in a swarm, kv otherwise. When
+    swarm cannot work either (a host runs with a cluster store or live-restore), ``blocked`` says why kv
+    is out and preflight refuses on the hosts that block swarm."""
     wanted = inventory.docker.overlay_mode
     if wanted != "auto":
         return ModeChoice(wanted, "set in docker.overlay_mode")
-    backend = inventory.kv_store.backend
+    if inventory.kv_store is None:
+        if any(n.driver == "overlay" for n in inventory.networks.values()):
+            return ModeChoice("swarm", "auto: the inventory has no kv_store")
+        return ModeChoice("kv", "auto: no overlay network and no kv_store, so neither a store nor a swarm")
     seen = [h for h in docker_hosts(inventory) if h in all_facts]
-    for host in seen:
-        why = kv_refusal(engine_of(all_facts[host]), backend)
-        if why is not None:
-            return ModeChoice("swarm", f"auto: {host}: {why.split(';')[0]}")
-    in_swarm = [h for h in seen if all_facts[h].docker.swarm_state == "active"]
-    if in_swarm:
-        return ModeChoice("swarm", f"auto: {', '.join(in_swarm)} already in a swarm")
     if not seen:
         return ModeChoice("kv", "auto: no docker host facts; kv by default")
-    return ModeChoice("kv", f"auto: every docker host can use {backend}://")
+    kv_out = kv_blockers(inventory, all_facts)
+    if not kv_out:
+        return ModeChoice("kv", f"auto: every docker host can use {inventory.store().backend}://")
+    swarm_out = [h for h in seen if swarm_blocker(all_facts[h])]
+    return ModeChoice("swarm", f"auto: {kv_out}", blocked=kv_out if swarm_out else "")
 
 
 def reach_probes(inventory: Inventory) -> dict[str, str]:
@@ -176,25 +203,34 @@ def docker_host_reasons(inventory: Inventory, facts: HostFacts, all_facts: Mappi
     if not eng.installed:
         return ["Docker is not installed; install it first (apt-get install docker.io)"]
     out: list[str] = []
+    if choice.mode == "kv" and inventory.kv_store is None:
+        return out  # no overlay in kv mode (validation made sure): nothing to configure in Docker
     if choice.mode == "swarm":
         if d.installed and not d.active:
             out.append(f"Docker is not running ({d.state}); swarm mode needs it running: systemctl start docker")
+        # kv is a way out only when every docker host can run it (a mixed cluster during an upgrade cannot)
+        kv_out = choice.blocked or kv_blockers(inventory, {**all_facts, facts.host: facts})
+        alt = (
+            f"kv mode is no way out ({kv_out}): every docker host must run the same mode"
+            if kv_out
+            else "or use docker.overlay_mode: kv"
+        )
         if d.cluster_store:
             out.append(
                 f"Docker runs with cluster store {d.cluster_store}, which swarm mode refuses to join with; remove "
                 f"--cluster-store/--cluster-advertise ({inventory.docker.dropin} or {inventory.docker.daemon_json}) "
-                "and restart Docker, or use docker.overlay_mode: kv"
+                f"and restart Docker; {alt}"
             )
         if d.live_restore:
             out.append(
                 f'live-restore is enabled, which swarm mode refuses; set "live-restore": false in '
-                f"{inventory.docker.daemon_json} and restart Docker, or use docker.overlay_mode: kv"
+                f"{inventory.docker.daemon_json} and restart Docker; {alt}"
             )
         iface = _advertise_problem(inventory, facts, "swarm's --advertise-addr")
         if iface:
             out.append(iface)
         return out
-    why = kv_refusal(eng, inventory.kv_store.backend)
+    why = kv_refusal(eng, inventory.store().backend)
     if why:
         out.append(why)
     if inventory.docker.config == "systemd-dropin" and facts.init != "systemd":
@@ -217,7 +253,7 @@ def docker_host_reasons(inventory: Inventory, facts: HostFacts, all_facts: Mappi
 
 def _reach_reasons(inventory: Inventory, facts: HostFacts, all_facts: Mapping[str, HostFacts]) -> list[str]:
     out: list[str] = []
-    container = inventory.kv_store.backend
+    container = inventory.store().backend
     for name, addr, port in inventory.kv_endpoints():
         rc = facts.probes.get(f"{REACH_PREFIX}{addr}:{port}")
         if rc is None or rc == 0 or rc == 127:

@@ -173,7 +173,7 @@ class DockerDaemonModule(Module[DockerDaemonArgs]):
         return "docker_daemon cluster store"
 
     def watch(self, args: DockerDaemonArgs, inventory: Inventory) -> list[str]:
-        return [PENDING_MARKER]
+        return [PENDING_MARKER, inventory.docker.dropin, inventory.docker.daemon_json]
 
     def probes(self, args: DockerDaemonArgs) -> dict[str, str]:
         return {BACKENDS_PROBE: BACKENDS_SCRIPT}
@@ -188,6 +188,8 @@ class DockerDaemonModule(Module[DockerDaemonArgs]):
         inv, f = ctx.inventory, ctx.facts
         d = f.docker
         choice = overlay_mode(inv, {**ctx.all_facts, ctx.host: f})
+        if inv.kv_store is None and choice.mode != "swarm":
+            return NoOp("the inventory has no kv_store: Docker needs no cluster store; configuration left as it is")
         if choice.mode == "swarm":
             return NoOp(f"{choice.label()}: Docker needs no cluster store; configuration left as it is, no restart")
         if not d.installed:
@@ -420,7 +422,7 @@ def _store_gate(want: Desired) -> Callable[[ApplyContext, StepState], None]:
             "A dockerd started while its store is down never finds its peers, which leaves the overlay "
             "silently broken. Nothing was changed on this host",
             fix=f"start the store first (`docker start {b.container}` on "
-            f"{', '.join(ctx.inventory.kv_store.hosts)}, or apply playbooks/overlay.yml with its kv_store "
+            f"{', '.join(ctx.inventory.store().hosts)}, or apply playbooks/overlay.yml with its kv_store "
             "play), then run again",
         )
 

@@ -64,7 +64,7 @@ class DockerImageArgs(ModuleArgs):
 
     def resolve(self, inventory: Inventory) -> tuple[str, Path | None]:
         if self.from_inventory == "kv_store":
-            return inventory.kv_store.image, inventory.kv_store.image_archive
+            return inventory.store().image, inventory.store().image_archive
         if self.from_inventory == "verify":
             return inventory.verify.image, inventory.verify.image_archive
         assert self.image is not None
@@ -82,6 +82,8 @@ class DockerImageModule(Module[DockerImageArgs]):
 
     def plan(self, ctx: PlanContext, args: DockerImageArgs) -> Plan:
         if args.from_inventory == "kv_store":
+            if ctx.inventory.kv_store is None:
+                return NoOp("the inventory has no kv_store, so no store image")
             choice = overlay_mode(ctx.inventory, {**ctx.all_facts, ctx.host: ctx.facts})
             if choice.mode == "swarm":
                 return NoOp(f"{choice.label()}: no key-value store, so no store image")

@@ -141,7 +141,7 @@ BACKENDS: dict[str, Backend] = {
 
 
 def backend_of(inventory: Inventory) -> Backend:
-    name = inventory.kv_store.backend
+    name = inventory.store().backend
     if name == "zookeeper":
         raise TaskError(ZOOKEEPER_REASON, fix=f"set kv_store.backend: etcd, or {SWARM_ALTERNATIVE}")
     if name not in BACKENDS:
@@ -163,7 +163,7 @@ def cluster_store_url(inventory: Inventory) -> str:
 def store_node(inventory: Inventory, host: str) -> StoreNode:
     address, port = kv_endpoint_of(inventory, host)
     others = tuple(addr for name, addr, _ in inventory.kv_endpoints() if name != host)
-    return StoreNode(host, address, port, others, len(inventory.kv_store.hosts))
+    return StoreNode(host, address, port, others, len(inventory.store().hosts))
 
 
 def check_health(conn: Callable[[], ShellConnection], inventory: Inventory, host: str) -> str | None:
@@ -173,7 +173,7 @@ def check_health(conn: Callable[[], ShellConnection], inventory: Inventory, host
     from here (for a forwarded port, or curl on the host)."""
     b = backend_of(inventory)
     address, port = kv_endpoint_of(inventory, host)
-    client = StoreClient(conn, address, port, direct=inventory.kv_store.check_via == "auto")
+    client = StoreClient(conn, address, port, direct=inventory.store().check_via == "auto")
     with client.endpoint() as ep:
         if ep is None:
             body = client.get_via_shell(b.health_path)
@@ -192,7 +192,7 @@ def quorum_down(ctx: ApplyContext) -> list[str] | None:
     Each store host is checked over the run's own connection to it (ctx.connection_to)."""
     inv = ctx.inventory
     down: list[str] = []
-    for host in inv.kv_store.hosts:
+    for host in inv.store().hosts:
 
         def conn(h: str = host) -> ShellConnection:
             return ctx.conn if h == ctx.host or ctx.connection_to is None else ctx.connection_to(h)
@@ -203,7 +203,7 @@ def quorum_down(ctx: ApplyContext) -> list[str] | None:
             why = str(e).splitlines()[0]
         if why is not None:
             down.append(f"{host}: {why}")
-    return None if (len(inv.kv_store.hosts) - len(down)) * 2 > len(inv.kv_store.hosts) else down
+    return None if (len(inv.store().hosts) - len(down)) * 2 > len(inv.store().hosts) else down
 
 
 def _consul_leader(host: str, port: int) -> str | None:
@@ -231,6 +231,9 @@ class KVStoreModule(Module[KVStoreArgs]):
 
     def plan(self, ctx: PlanContext, args: KVStoreArgs) -> Plan:
         inv = ctx.inventory
+        if inv.kv_store is None:
+            return NoOp("the inventory has no kv_store: no key-value store deployed (nor removed)")
+        kv = inv.kv_store
         choice = overlay_mode(inv, {**ctx.all_facts, ctx.host: ctx.facts})
         if choice.mode == "swarm":
             return NoOp(f"{choice.label()}: swarm needs no key-value store; nothing deployed or removed")
@@ -242,19 +245,19 @@ class KVStoreModule(Module[KVStoreArgs]):
                 f"{ctx.host}: Docker is not running ({d.state}); the {b.name} store runs as a container",
                 fix=f"install and start Docker on {ctx.host} (apt-get install docker.io)",
             )
-        ref = normalize_ref(inv.kv_store.image)
+        ref = normalize_ref(kv.image)
         image_id = d.images.get(ref)
-        if image_id is None and inv.kv_store.image_archive is not None:
-            image_id = archive_info(inv.kv_store.image_archive).image_id
+        if image_id is None and kv.image_archive is not None:
+            image_id = archive_info(kv.image_archive).image_id
         opts, cmd = b.run_args(node)
-        run_argv = [*opts, inv.kv_store.image, *cmd]
+        run_argv = [*opts, kv.image, *cmd]
         spec = spec_hash(image_id or "", run_argv)
         labels = {LABEL_SPEC: spec, LABEL_IMAGE: image_id or "", LABEL_ARGS: args_hash(run_argv)}
         run = (
             f"docker run -d --restart unless-stopped --name {b.container} "
             + " ".join(f"--label {q(f'{k}={v}')}" for k, v in labels.items())
             + " "
-            + " ".join(q(a) for a in [*opts, inv.kv_store.image, *cmd])
+            + " ".join(q(a) for a in [*opts, kv.image, *cmd])
         )
         where = f"{node.address}:{node.port}"
         current = d.container(b.container)

@@ -276,7 +276,7 @@ def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> str:
         raise TaskError(
             store,
             fix=f"start the store container ({backend_of(inv).container}) on "
-            f"{', '.join(inv.kv_store.hosts)} (`docker start {backend_of(inv).container}` there, or apply "
+            f"{', '.join(inv.store().hosts)} (`docker start {backend_of(inv).container}` there, or apply "
             "playbooks/overlay.yml), then restart Docker on the docker hosts if it started while the store was down",
         )
 

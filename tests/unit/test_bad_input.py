@@ -123,8 +123,16 @@ CASES = [
           hosts: [host1]
         netwroks: {}
         """), "netwroks", 5, "unknown key", "did you mean 'networks'", column=1),
-    Case("missing-kv-store", "inventory", "hosts:\n  host1: {address: 192.168.115.21}\n", "", 1,
-         "missing required key 'kv_store'", "add 'kv_store: ...'"),
+    Case("missing-kv-store", "inventory",
+         "hosts:\n  host1: {address: 192.168.115.21}\nnetworks:\n  ov_net1: {subnet: 10.0.0.0/24}\n",
+         "networks.ov_net1.driver", 4, "needs Docker's cluster store, and the inventory has no kv_store",
+         "add kv_store: {backend: etcd, hosts: [HOST]}"),
+    Case("lock-host-unknown", "inventory",
+         "hosts:\n  host1: {address: 192.168.115.21}\nlock: {host: hots1}\n",
+         "lock.host", 3, "unknown host 'hots1'", "did you mean 'host1'?"),
+    Case("docker-group-unknown", "inventory",
+         "hosts:\n  host1: {address: 192.168.115.21, groups: [web]}\ndocker: {group: dockr}\n",
+         "docker.group", 3, "'dockr' is neither a host nor a group", "name a group"),
     Case("missing-address", "inventory", inv("""
         hosts:
           host1:

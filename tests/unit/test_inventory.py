@@ -243,10 +243,29 @@ def test_models_are_frozen_and_strict(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="frozen"):
         inv.kv_store.port = 1
     # built in code (no file): same validation, errors still carry field paths
-    with pytest.raises(Exception, match="kv_store"):
-        Inventory.model_validate({"hosts": {"a": {"address": "198.18.0.1"}}})
+    with pytest.raises(Exception, match="hosts"):
+        Inventory.model_validate({"kv_store": {"hosts": ["a"]}})
     built = Inventory.model_validate({"hosts": {"a": {"address": "198.18.0.1"}}, "kv_store": {"hosts": ["a"]}})
     assert built.source is None and built.kv_endpoints() == [("a", "198.18.0.1", 8500)]
+
+
+def test_store_is_optional_and_the_lock_follows_the_store_or_the_docker_hosts() -> None:
+    hosts = {"a": {"address": "198.18.0.1"}, "b": {"address": "198.18.0.2", "groups": ["docker"]}}
+    bridge = {"net1": {"driver": "bridge", "subnet": "198.19.1.0/24"}}
+    plain = Inventory.model_validate({"hosts": hosts, "networks": bridge})
+    assert plain.kv_store is None and plain.kv_endpoints() == [] and plain.groups()["kv_store"] == []
+    assert plain.lock_host() == "b" and plain.docker_hosts() == ["b"]
+    with_store = Inventory.model_validate({"hosts": hosts, "kv_store": {"hosts": ["a"]}})
+    assert with_store.lock_host() == "a"
+    pinned = Inventory.model_validate({"hosts": hosts, "lock": {"host": "b"}, "kv_store": {"hosts": ["a"]}})
+    assert pinned.lock_host() == "b"
+    grouped = Inventory.model_validate({"hosts": hosts, "docker": {"group": "a"}})
+    assert grouped.docker_hosts() == ["a"]
+    # swarm overlays need no store; kv overlays do
+    overlay = {"o": {"subnet": "10.0.0.0/24"}}
+    Inventory.model_validate({"hosts": hosts, "docker": {"overlay_mode": "swarm"}, "networks": overlay})
+    with pytest.raises(Exception, match="invalid_many"):
+        Inventory.model_validate({"hosts": hosts, "networks": overlay})
 
 
 def test_leading_zero_numbers_keep_their_text(tmp_path: Path) -> None:
