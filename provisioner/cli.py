@@ -354,8 +354,6 @@ def facts(
     def body() -> int:
         import json
 
-        from rich.table import Table
-
         from provisioner.facts import HostFacts
 
         inv, _ = _load(inventory, None)
@@ -368,26 +366,9 @@ def facts(
                 )
             )
         else:
-            table = Table(title="facts")
-            for col in ("host", "os", "docker", "package", "state", "cluster store", "advertise", "swarm", "networks"):
-                table.add_column(col)
-            for h, f in gathered.items():
-                if isinstance(f, str):
-                    table.add_row(h, f"[red]{f}[/]", *[""] * 7)
-                    continue
-                d = f.docker
-                table.add_row(
-                    h,
-                    f.os.pretty_name or f.os.id,
-                    d.server_version or "-",
-                    f"{d.package} {d.package_version}" if d.package else "-",
-                    d.state,
-                    d.cluster_store or "-",
-                    d.cluster_advertise or "-",
-                    d.swarm_state,
-                    ", ".join(n.name for n in d.networks if n.driver not in ("null", "host")) or "-",
-                )
-            _console().print(table)
+            from provisioner.report import facts_table
+
+            facts_table(_console(), gathered)
         return EXIT_FAILED if any(isinstance(f, str) for f in gathered.values()) else EXIT_OK
 
     _guard(body)

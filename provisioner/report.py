@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from provisioner.engine.results import RunReport, TaskResult, redact, unified_diff
 from provisioner.modules.base import FLAGS
+
+if TYPE_CHECKING:
+    from provisioner.facts import HostFacts
 
 _STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "cyan", "unreachable": "bold red"}
 
@@ -42,7 +45,7 @@ class LiveEvents:
             line.append(f"{label:<12}", style=_STYLE.get(result.status, ""))
             line.append(f" {result.host}")
             if result.message and (result.status != "ok" or self.verbose or result.report):
-                first, *rest = result.message.splitlines()
+                first, *rest = fit_matrices(result.message, self.console.width - 6).splitlines()
                 line.append(f"  {first}", style="dim" if result.status in ("ok", "skipped") else "")
                 for extra in rest:
                     line.append(f"\n      {extra}")
@@ -87,15 +90,21 @@ def render_diff(diff: str, indent: str = "") -> Text:
 
 
 def recap(console: Console, report: RunReport) -> None:
-    table = Table(title="RECAP" + (" (plan: nothing was changed)" if report.mode == "plan" else ""))
-    table.add_column("host")
-    table.add_column("ok", justify="right", style="green")
-    table.add_column("changed" if report.mode != "plan" else "would change", justify="right", style="yellow")
-    table.add_column("failed", justify="right", style="red")
-    table.add_column("skipped", justify="right", style="cyan")
-    table.add_column("unreachable", justify="right", style="red")
+    from provisioner.layout import Column, Rows, render
+
+    rows = Rows(
+        "RECAP" + (" (plan: nothing was changed)" if report.mode == "plan" else ""),
+        [
+            Column("host"),
+            Column("ok", "right", "green"),
+            Column("changed" if report.mode != "plan" else "would change", "right", "yellow"),
+            Column("failed", "right", "red"),
+            Column("skipped", "right", "cyan"),
+            Column("unreachable", "right", "red"),
+        ],
+    )
     for name, h in report.hosts.items():
-        table.add_row(
+        rows.add(
             name,
             str(h.count("ok")),
             str(h.changed),
@@ -103,16 +112,52 @@ def recap(console: Console, report: RunReport) -> None:
             str(h.count("skipped")),
             "yes" if h.unreachable else "0",
         )
-    console.print(table)
+    console.print(render(console, rows))
     for name, h in report.hosts.items():
         if h.unreachable:
             console.print(Text(f"UNREACHABLE {h.unreachable_reason or name}", style="bold red"))
         for r in h.results:
             if r.status == "failed":
-                console.print(Text(f"FAILED {name} [{r.task}]: {r.message}", style="red"))
+                message = fit_matrices(r.message, console.width)
+                console.print(Text(f"FAILED {name} [{r.task}]: {message}", style="red"))
     if report.error:
         console.print(Text(f"STOPPED: {report.error}", style="bold red"))
     console.print(Text(f"{report.mode} finished in {report.duration:.2f}s", style="dim"))
+
+
+def fit_matrices(message: str, width: int) -> str:
+    """Ping matrices wider than ``width`` shown as one line per host (a cut grid cannot be read)."""
+    if ": ping from (row) to (column)" not in message:
+        return message
+    from provisioner.matrix_text import fit
+
+    return fit(message, width)
+
+
+def facts_table(console: Console, gathered: Mapping[str, HostFacts | str]) -> None:
+    """What each host runs, as `provisioner facts` prints it: a table, or a block per host when the table
+    is wider than the terminal (80 columns in a CI log)."""
+    from provisioner.layout import Column, Rows, render
+
+    names = ("os", "docker", "package", "state", "cluster store", "advertise", "swarm", "networks")
+    rows = Rows("facts", [Column("host"), *(Column(n) for n in names)], note_label="unreachable")
+    for h, f in gathered.items():
+        if isinstance(f, str):
+            rows.add(h, note=Text(f, style="red"))
+            continue
+        d = f.docker
+        rows.add(
+            h,
+            f.os.pretty_name or f.os.id,
+            d.server_version or "-",
+            f"{d.package} {d.package_version}" if d.package else "-",
+            d.state,
+            d.cluster_store or "-",
+            d.cluster_advertise or "-",
+            d.swarm_state,
+            ", ".join(n.name for n in d.networks if n.driver not in ("null", "host")) or "-",
+        )
+    console.print(render(console, rows))
 
 
 def to_json(report: RunReport) -> str:
