@@ -143,7 +143,7 @@ def _run_playbook(
         verbose=bool(options.get("verbose")),
     )
     # plan changes nothing, so only apply takes the cluster lock
-    lock = None if check else LockSpec(inv.kv_store.hosts[0], lock_timeout, break_lock)
+    lock = None if check else LockSpec(inv.lock_host(), lock_timeout, break_lock)
     ex = Executor(
         inv, ssh_connector(inv), check=check, forks=forks, limit=hosts, options=options, events=events, lock=lock
     )
@@ -265,7 +265,7 @@ def unlock(
         from provisioner.engine.lock import break_lock, describe, is_stale, read_owner
 
         inv, _ = _load(inventory, None)
-        host = inv.kv_store.hosts[0]
+        host = inv.lock_host()
         conn = ssh_connector(inv)(host)
         try:
             owner = read_owner(conn)
@@ -290,7 +290,9 @@ def unlock(
 def verify(
     inventory: InventoryOpt,
     network: Annotated[str | None, typer.Option("--network", help="only this inventory network")] = None,
-    hosts: Annotated[str, typer.Option("--hosts", help="hosts taking part (pattern)")] = "docker",
+    pattern: Annotated[
+        str | None, typer.Option("--hosts", help="hosts taking part (pattern) [default: docker.group]")
+    ] = None,
     output: OutputOpt = Output.human,
     junit: JunitOpt = None,
 ) -> None:
@@ -304,6 +306,7 @@ def verify(
         from provisioner.report import LiveEvents
 
         inv, _ = _load(inventory, None)
+        hosts = pattern if pattern is not None else inv.docker.group
         args = OverlayVerifyArgs(network=network, hosts=hosts)
         try:
             targets = inv.resolve_pattern(hosts)
@@ -332,7 +335,9 @@ def _gather_facts(inv: Inventory, hosts: list[str], forks: int) -> dict[str, Hos
         try:
             conn = connect(host)
             try:
-                return gather(conn, files=[inv.docker.dropin, inv.docker.daemon_json], dropin=inv.docker.dropin)
+                return gather(
+                    conn, files=[inv.docker.dropin, inv.docker.daemon_json], dropin=inv.docker.dropin, sections="all"
+                )
             finally:
                 conn.close()
         except ProvisionerError as e:
