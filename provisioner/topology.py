@@ -99,8 +99,8 @@ def node_id(kind: str, host: str, name: str = "") -> str:
     return "__".join(p for p in (kind, _enc(host), _enc(name)) if p)
 
 
-def _docker_hosts(inv: Inventory) -> list[str]:
-    return inv.groups().get("docker") or list(inv.hosts)
+def _store_hosts(inv: Inventory) -> list[str]:
+    return list(inv.kv_store.hosts) if inv.kv_store is not None else []
 
 
 def _store_url(inv: Inventory) -> str | None:
@@ -115,16 +115,17 @@ def _store_url(inv: Inventory) -> str | None:
 def _store_container(inv: Inventory) -> str:
     from provisioner.modules.kv_store import BACKENDS
 
-    b = BACKENDS.get(inv.kv_store.backend)
-    return b.container if b is not None else inv.kv_store.backend
+    backend = inv.kv_store.backend if inv.kv_store is not None else ""
+    b = BACKENDS.get(backend)
+    return b.container if b is not None else backend
 
 
 def _store_targets(inv: Inventory) -> list[str]:
     """The store hosts dockerd's --cluster-store names (consul: only the first; etcd: every one)."""
     from provisioner.modules.kv_store import BACKENDS
 
-    b = BACKENDS.get(inv.kv_store.backend)
-    hosts = list(inv.kv_store.hosts)
+    hosts = _store_hosts(inv)
+    b = BACKENDS.get(inv.kv_store.backend) if inv.kv_store is not None else None
     return hosts if b is not None and b.all_endpoints else hosts[:1]
 
 
@@ -174,13 +175,11 @@ class _Builder:
         self.inv = inv
         self.live = live
         self.facts: dict[str, HostFacts] = {h: f for h, f in (live or {}).items() if isinstance(f, HostFacts)}
-        self.docker_hosts = _docker_hosts(inv)
-        wanted = inv.docker.overlay_mode
-        if live is not None:
-            self.mode = overlay_mode(inv, self.facts).mode
-        else:
-            self.mode = "kv" if wanted == "auto" else wanted
-        self.mode_label = f"{self.mode} (auto)" if wanted == "auto" else self.mode
+        self.docker_hosts = inv.docker_hosts()
+        self.store_hosts = _store_hosts(inv)
+        # drawing the inventory, `auto` is decided as it would be before any facts are known
+        self.mode = overlay_mode(inv, self.facts).mode
+        self.mode_label = f"{self.mode} (auto)" if inv.docker.overlay_mode == "auto" else self.mode
         src = inv.source.name if inv.source is not None else "inventory"
         what = "live: what the hosts' facts say, drift marked" if live is not None else "wanted: the inventory"
         self.topo = Topology(title=f"{src}: {what}; overlay mode {self.mode_label}", live=live is not None)
@@ -259,7 +258,7 @@ class _Builder:
         inv = self.inv
         h = inv.hosts[host]
         facts, unreachable = self.host_state(host)
-        groups = [*h.groups, *(["kv_store"] if host in inv.kv_store.hosts else [])]
+        groups = [*h.groups, *(["kv_store"] if host in self.store_hosts else [])]
         lines = [f"{host}  {h.address}", f"groups: {', '.join(groups) or '-'}"]
         if facts is not None:
             from provisioner.modules.capabilities import engine_of
@@ -280,7 +279,7 @@ class _Builder:
         if_id = self._interface(box, host, iface, facts, dead, default_addr=h.address)
         self.topo.edges.append(Edge(if_id, "underlay", "uplink", "", dead))
 
-        if host in inv.kv_store.hosts:
+        if host in self.store_hosts:
             self._store(box, host, facts, dead)
         docker = host in self.docker_hosts
         if docker:
@@ -317,13 +316,13 @@ class _Builder:
 
     def _store(self, box: HostBox, host: str, facts: HostFacts | None, dead: Mark) -> None:
         inv = self.inv
-        kv = inv.kv_store
+        kv = inv.store()
         endpoint = next(f"{a}:{p}" for n, a, p in inv.kv_endpoints() if n == host)
         container = _store_container(inv)
         lines = [f"{kv.backend} store", f"container {container}", endpoint]
         mark: Mark = dead
         if self.mode == "swarm":
-            lines = [f"{kv.backend} store: not used in swarm mode", "(its host keeps the run lock)"]
+            lines = [f"{kv.backend} store", "not used in swarm mode"]
         elif facts is not None:
             c = facts.docker.container(container)
             if c is None:
@@ -354,7 +353,7 @@ class _Builder:
                 self.find(host, f"not in the swarm (state {facts.docker.swarm_state})", mark)
             if role == "worker" and self.manager is not None:
                 self.topo.edges.append(Edge(nid, node_id("dockerd", self.manager), "swarm", "swarm tcp/2377", mark))
-        else:
+        elif self.store_hosts:
             url = _store_url(inv)
             lines.append(f"--cluster-store {url or '?'}")
             label = "--cluster-store"
@@ -453,7 +452,7 @@ class _Builder:
             local[n.name] = nid
 
     def _containers(self, box: HostBox, host: str, facts: HostFacts, local: dict[str, str]) -> None:
-        store = _store_container(self.inv) if host in self.inv.kv_store.hosts and self.mode != "swarm" else None
+        store = _store_container(self.inv) if host in self.store_hosts and self.mode != "swarm" else None
         wanted = {w.name: w for w in wanted_containers(self.inv) if w.host == host}
         have = {c.name: c for c in facts.docker.containers if PROBE_LABEL not in c.labels and c.name != store}
         for name in sorted(set(wanted) | set(have)):

@@ -309,3 +309,18 @@ def test_cli_live_with_unreachable_hosts_draws_them_and_exits_1(tmp_path: Path) 
     dot = (tmp_path / "live.dot").read_text()
     assert dot.count("UNREACHABLE: ") == 3 and "Traceback" not in res.stderr
     assert "host1: unreachable" in res.stderr
+
+
+def test_inventory_without_store_draws_bridges_only(tmp_path: Path) -> None:
+    path = tmp_path / "bridges.yml"
+    path.write_text(
+        "connection: {host_key_policy: accept-new, known_hosts: known_hosts}\n"
+        "hosts:\n  a: {address: 198.18.50.21}\n  b: {address: 198.18.50.22}\n"
+        "networks:\n  net1: {driver: bridge, subnet: 198.18.52.0/24}\n"
+    )
+    topo = build(load_inventory(path))
+    assert not [n for b in topo.hosts for n in b.nodes if n.kind == "store"]
+    assert not [e for e in topo.edges if e.kind in ("store", "swarm", "vxlan")]
+    assert {(e.src, e.kind) for e in topo.edges if e.kind == "nat"} == {
+        (node_id("net", h, "net1"), "nat") for h in ("a", "b")
+    }
