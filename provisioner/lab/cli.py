@@ -34,9 +34,16 @@ def _fail(err: ProvisionerError) -> typer.Exit:
 @app.command()
 def up(
     hosts: Annotated[int, typer.Option("--hosts", min=1, help="Number of hosts (the first is the kv host).")] = 3,
-    suite: Annotated[str, typer.Option("--suite", help="Debian release of the hosts: bullseye | bookworm.")] = (
-        "bullseye"
-    ),
+    suite: Annotated[
+        str,
+        typer.Option(
+            "--suite",
+            help="Debian release of the hosts: bullseye (docker.io 20.10.5, Consul works) | bookworm (20.10.24, "
+            "no Consul backend) | trixie (26.1.5) | forky (28.5.2). Several, comma separated, make a mixed lab: "
+            "hosts take them in turn, lab1 (the kv host) the first: --suite bullseye,trixie gives lab1 bullseye, "
+            "lab2 trixie, lab3 bullseye.",
+        ),
+    ] = "bullseye",
     subnet: Annotated[str, typer.Option("--subnet", help="Lab bridge subnet, inside 198.18.0.0/15.")] = (
         paths.DEFAULT_SUBNET
     ),
@@ -98,6 +105,6 @@ def status(state_dir: StateDir = None) -> None:
     typer.echo(f"suite {st.suite}, subnet {st.subnet}, state {st.state_dir}")
     width = max(len(h.name) for h in st.hosts)
     for h in st.hosts:
-        typer.echo(f"{h.name:<{width}}  {h.address:<15}  {h.state}")
+        typer.echo(f"{h.name:<{width}}  {h.address:<15}  {h.suite:<8}  {h.state}")
     if not all(h.state == "ready" for h in st.hosts):
         raise typer.Exit(1)

@@ -30,8 +30,9 @@ class LabInfo:
     engine: str  # Docker engine URL the host containers run on
     archives: dict[str, Path]  # consul | probe | etcd -> `docker save` tar
     images: dict[str, str] = field(default_factory=dict)  # same keys -> image name inside the archive
-    suite: str = "bullseye"
+    suite: str = "bullseye"  # as given to `up`: one suite, or several comma separated (mixed lab)
     subnet: str = paths.DEFAULT_SUBNET
+    host_suites: dict[str, str] = field(default_factory=dict)  # host name -> its suite
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class HostStatus:
     address: str
     container: str
     state: str  # ready | booting | missing | exited | ... | unknown (engine down)
+    suite: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,8 @@ def lab_up(
     """Bring the lab to `hosts` ready hosts (adding or removing hosts as needed) and write its inventory."""
     if not 1 <= hosts <= MAX_HOSTS:
         raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}, not {hosts}")
-    if suite not in paths.SUITES:
-        raise LabError(f"unknown suite {suite!r}\n    fix: use --suite bullseye or --suite bookworm")
+    suites = paths.parse_suites(suite)
+    suite = ",".join(suites)
     net = paths.check_subnet(subnet)
     specs_addr = [paths.host_address(net, i) for i in range(1, hosts + 1)]
     sd = paths.state_dir(state_dir)
@@ -145,7 +147,9 @@ def _converge(
     reporter: Reporter,
 ) -> LabInfo:
     st.suite, st.subnet = suite, str(net)
-    st.image = image.ensure_host_image(client, suite, reporter)
+    suites = paths.parse_suites(suite)
+    host_images = {s: image.ensure_host_image(client, s, reporter) for s in dict.fromkeys(suites)}
+    st.image = host_images[suites[0]]
     archives = image.ensure_archives(client, sd, reporter)
     st.archives = {a.name: str(a.path) for a in archives}
     st.images = {a.name: a.image for a in archives}
@@ -170,6 +174,7 @@ def _converge(
             address=addr,
             container=paths.container_name(lid, paths.host_name(i)),
             volume=paths.volume_name(lid, paths.host_name(i)),
+            suite=paths.host_suite(suites, i),
         )
         for i, addr in enumerate(addresses, start=1)
     ]
@@ -178,15 +183,15 @@ def _converge(
         if rec.name not in keep:
             with reporter.step(f"removing {rec.name}"):
                 hosts.remove_host(client, rec.container, rec.volume)
-    st.hosts = [HostRecord(s.name, s.address, s.container, s.volume) for s in specs]
+    st.hosts = [HostRecord(s.name, s.address, s.container, s.volume, s.suite, host_images[s.suite]) for s in specs]
     state.save(sd, st)
     raised = hosts.ensure_inotify_instances(len(specs))
     if raised:
         reporter.info(raised)
     with reporter.step(f"starting {len(specs)} {suite} hosts on {net}") as step:
         for s in specs:
-            step.update(s.name)
-            hosts.ensure_host(client, lid, s, st.image, st.network, pubkey)
+            step.update(f"{s.name} ({s.suite})")
+            hosts.ensure_host(client, lid, s, host_images[s.suite], st.network, pubkey)
     local = st.engine_url.startswith("unix://")
     with reporter.step("waiting for sshd and docker on every host") as step:
         hosts.wait_ready(client, specs, step, check_ssh=local)
@@ -197,7 +202,7 @@ def _converge(
     archive_paths = {a.name: a.path for a in archives}
     inventory_path = sd / "inventory.yml"
     _write(inventory_path, inventory.render(sd, [(s.name, s.address) for s in specs], st.images,
-                                            archive_paths, suite))  # fmt: skip
+                                            archive_paths, suite, {s.name: s.suite for s in specs}))  # fmt: skip
     state.save(sd, st)
     reporter.info(f"lab up: {', '.join(f'{s.name} {s.address}' for s in specs)}; inventory {inventory_path}")
     return LabInfo(
@@ -211,6 +216,7 @@ def _converge(
         images=dict(st.images),
         suite=suite,
         subnet=str(net),
+        host_suites={s.name: s.suite for s in specs},
     )
 
 
@@ -287,7 +293,7 @@ def _remove_engine_objects(client: docker.DockerClient, st: LabState, lid: str, 
             client.networks.get(name).remove()
             done.append(f"removed network {name}")
     if not keep_image and not st.engine_owned:  # a private engine's data root goes as a whole
-        for tag in [st.image, *st.images.values()]:
+        for tag in dict.fromkeys([st.image, *(h.image for h in st.hosts), *st.images.values()]):
             if tag:
                 with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
                     client.images.remove(tag)
@@ -310,9 +316,10 @@ def lab_status(state_dir: Path | None = None) -> LabStatus:
     out = []
     try:
         for h in st.hosts:
-            spec = hosts.HostSpec(h.name, h.address, h.container, h.volume)
+            suite = h.suite or st.suite
+            spec = hosts.HostSpec(h.name, h.address, h.container, h.volume, suite)
             s = hosts.host_state(client, spec, st.engine_url.startswith("unix://")) if client else "unknown"
-            out.append(HostStatus(h.name, h.address, h.container, s))
+            out.append(HostStatus(h.name, h.address, h.container, s, suite))
     finally:
         if client is not None:
             client.close()

@@ -27,6 +27,30 @@ class HostSpec:
     address: str
     container: str
     volume: str
+    suite: str = "bullseye"
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# systemd 258 dropped cgroup v1: these suites' hosts get only the v2 (unified) hierarchy
+CGROUP_V2_ONLY = frozenset({"forky"})
+
+
+def cgroup_source(suite: str, root: Path = CGROUP_ROOT) -> str:
+    """What this machine's cgroup tree to bind at a host's /sys/fs/cgroup.
+
+    The whole tree, except for suites whose systemd refuses cgroup v1: on a hybrid machine (v1 controllers,
+    v2 at <root>/unified) they get only the unified hierarchy, on a pure v2 machine the root as usual.
+    """
+    if suite not in CGROUP_V2_ONLY or (root / "cgroup.controllers").exists():
+        return str(root)
+    unified = root / "unified"
+    if (unified / "cgroup.controllers").exists():
+        return str(unified)
+    raise LabError(
+        f"{suite} hosts need a cgroup v2 hierarchy (their systemd refuses cgroup v1), and this machine has "
+        f"none mounted ({root} is cgroup v1 without {unified})\n"
+        "    fix: boot this machine with cgroup v2 (systemd.unified_cgroup_hierarchy=1), or use --suite trixie"
+    )
 
 
 def ensure_network(client: docker.DockerClient, lab_id: str, subnet: ipaddress.IPv4Network, bridge: str) -> str:
@@ -132,7 +156,7 @@ def ensure_host(
         security_opt=["seccomp=unconfined", "apparmor=unconfined"],
         device_cgroup_rules=["a *:* rwm"],
         cgroupns="host",
-        binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+        binds={cgroup_source(spec.suite): {"bind": "/sys/fs/cgroup", "mode": "rw"},
                spec.volume: {"bind": "/var/lib/docker", "mode": "rw"}},
         tmpfs={"/run": "rw,exec,mode=755", "/run/lock": "rw,mode=1777"},
         network_mode=network,

@@ -37,7 +37,9 @@ COMMON_PACKAGES = (
     "ca-certificates",
     "procps",
 )
-SUITE_PACKAGES = {"bullseye": ("consul",), "bookworm": ()}
+# trixie split the Docker client out of docker.io into docker-cli
+SUITE_PACKAGES = {"bullseye": ("consul",), "bookworm": (), "trixie": ("docker-cli",), "forky": ("docker-cli",)}
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 # Bump when anything in _customise changes: it is part of the cache key.
 RECIPE = "host-recipe-3"
 HOST_REPO = "provisioner-lab/host"
@@ -137,7 +139,7 @@ def raw_tarball(suite: str) -> Path:
 def ensure_host_tarball(suite: str, reporter: Reporter) -> Path:
     """The customised rootfs tarball for `suite`, built unless the cache has it."""
     if suite not in paths.SUITES:
-        raise LabError(f"unknown suite {suite!r}\n    fix: use --suite bullseye or --suite bookworm")
+        raise LabError(f"unknown suite {suite!r}\n    fix: use --suite {paths.SUITES_HELP}")
     target = host_tarball(suite)
     if target.exists():
         return target
@@ -155,6 +157,20 @@ def ensure_host_tarball(suite: str, reporter: Reporter) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def debootstrap_script(suite: str, scripts: Path = DEBOOTSTRAP_SCRIPTS) -> list[str]:
+    """The script argument debootstrap needs for `suite`: none when it knows the suite; else the `sid`
+    script, which every Debian suite newer than this debootstrap uses (bookworm's does not know forky)."""
+    if (scripts / suite).exists():
+        return []
+    sid = scripts / "sid"
+    if not sid.exists():
+        raise LabError(
+            f"debootstrap knows neither {suite} nor sid (no {scripts / suite}, no {sid})\n"
+            "    fix: install a newer debootstrap (apt-get install debootstrap)"
+        )
+    return [str(sid)]
 
 
 def _ensure_raw_tarball(suite: str, reporter: Reporter) -> Path:
@@ -184,6 +200,7 @@ def _ensure_raw_tarball(suite: str, reporter: Reporter) -> Path:
                     suite,
                     str(rootfs),
                     mirror,
+                    *debootstrap_script(suite),
                 ],
                 step=step,
                 what=f"debootstrap {suite}",

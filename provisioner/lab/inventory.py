@@ -13,8 +13,11 @@ def render(
     images: dict[str, str],
     archives: dict[str, Path],
     suite: str,
+    host_suites: dict[str, str] | None = None,
 ) -> str:
-    """First host is the kv store host (group kv), the rest run Docker (group docker)."""
+    """First host is the kv store host (group kv), the rest run Docker (group docker). A mixed lab
+    (``suite`` like ``bullseye,trixie``) notes each host's suite next to it."""
+    mixed = host_suites is not None and len(set(host_suites.values())) > 1
     lines = [
         "# written by `provisioner lab up`; rewritten on every `up`, removed by `provisioner lab down`.",
         f"# lab hosts: Debian {suite} containers booting systemd, sshd and dockerd; state in {state_dir}",
@@ -28,7 +31,8 @@ def render(
     ]
     for i, (name, address) in enumerate(hosts):
         group = "kv" if i == 0 else "docker"
-        lines.append(f"  {name}: {{address: {address}, groups: [{group}]}}")
+        note = f"  # {host_suites[name]}" if mixed and host_suites and name in host_suites else ""
+        lines.append(f"  {name}: {{address: {address}, groups: [{group}]}}{note}")
     lines += [
         "kv_store:",
         "  backend: consul",

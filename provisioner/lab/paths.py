@@ -13,10 +13,29 @@ DEFAULT_STATE_DIR = Path("/var/lib/provisioner/lab")
 DEFAULT_CACHE_DIR = Path("/var/cache/provisioner")
 DEFAULT_SUBNET = "198.18.0.0/24"
 ALLOWED_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
-SUITES = ("bullseye", "bookworm")
+SUITES = ("bullseye", "bookworm", "trixie", "forky")
+# what `--suite` accepts, for messages
+SUITES_HELP = "bullseye | bookworm | trixie | forky, or several comma separated (one per host in turn)"
 LABEL = "io.provisioner.lab"
 # unix sockets have a 108-byte path limit; containerd puts its socket deep under the exec root
 MAX_SOCKET_PATH = 100
+
+
+def parse_suites(spec: str) -> list[str]:
+    """``bullseye`` or ``bullseye,trixie``: the suites host 1, 2, ... get in turn (host 1 the first)."""
+    suites = [s.strip() for s in spec.split(",")]
+    bad = [s for s in suites if s not in SUITES]
+    if bad or not suites:
+        raise LabError(
+            f"unknown suite {', '.join(repr(b) for b in bad) or repr(spec)} in --suite {spec!r}\n"
+            f"    fix: use --suite {SUITES_HELP}, e.g. --suite trixie or --suite bullseye,trixie"
+        )
+    return suites
+
+
+def host_suite(suites: list[str], index: int) -> str:
+    """1-based host index -> its suite: the list is used in turn (lab1 the first, lab2 the second, ...)."""
+    return suites[(index - 1) % len(suites)]
 
 
 def state_dir(given: Path | None = None) -> Path:

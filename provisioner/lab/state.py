@@ -23,6 +23,8 @@ class HostRecord:
     address: str
     container: str
     volume: str
+    suite: str = ""  # "" in state files written before mixed labs: the lab's suite
+    image: str = ""
 
 
 @dataclass
