@@ -388,6 +388,9 @@ class Network(_Model):
     attachable: bool = True
     options: Annotated[dict[str, str], BeforeValidator(_str_options)] = Field(default_factory=dict)
     parent: Annotated[str | None, PlainValidator(_opt(_interface))] = None
+    # local-scope networks (bridge, macvlan): the hosts that get one, a host pattern as in --limit;
+    # default: docker.group
+    hosts: str | list[str] | None = None
 
     @model_validator(mode="after")
     def _inside_subnet(self) -> Network:
@@ -410,6 +413,12 @@ class Network(_Model):
         ):
             raise invalid(
                 f"ip_range {self.ip_range} is not inside subnet {net}", f"use a range inside {net}", at=("ip_range",)
+            )
+        if self.hosts is not None and self.driver == "overlay":
+            raise invalid(
+                "'hosts' places local-scope networks; an overlay network spans every docker host",
+                "remove 'hosts' (overlay networks reach docker.group), or use driver: bridge or macvlan",
+                at=("hosts",),
             )
         if self.parent is not None and self.driver != "macvlan":
             raise invalid(
@@ -603,6 +612,16 @@ class Inventory(_Model):
                     + f"lock.host must name a host defined under 'hosts' ({', '.join(self.hosts)})",
                 )
             )
+        for name, net in self.networks.items():
+            if net.hosts is None:
+                continue
+            try:
+                found = self.resolve_pattern(net.hosts)
+            except ValueError as e:
+                out.append((("networks", name, "hosts"), str(e), "name hosts or groups of this inventory"))
+                continue
+            if not found:
+                out.append((("networks", name, "hosts"), "matches no host", "name the hosts that get this network"))
         if "group" in self.docker.model_fields_set:
             try:
                 found = self.resolve_pattern(self.docker.group)

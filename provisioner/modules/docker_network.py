@@ -1,7 +1,9 @@
-"""``docker_network``: the inventory's networks, created once (run it with ``run_once``).
+"""``docker_network``: the inventory's networks, each created where it belongs.
 
-Overlay networks are global scope (shared through the cluster store), so one host creating them is
-enough. An existing network with other settings is drift: the plan names the differences and the
+Overlay networks are global scope (shared through the cluster store, or the swarm), so the first docker
+host creates them; the other hosts only check that they see them (kv mode). Local-scope networks
+(bridge, macvlan) are created on every host of their ``hosts`` (default: docker.group), and drift is
+judged per host. An existing network with other settings is drift: the plan names the differences and the
 containers recreating it would disconnect. ``plan`` shows the recreation (exit 3: drift) and says that
 apply carries it out only with ``--recreate-networks``; ``apply`` without the flag refuses it.
 """
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 from provisioner.connection.base import q
 from provisioner.errors import TaskError
 from provisioner.facts import HostFacts, NetworkFact
-from provisioner.inventory import Network
+from provisioner.inventory import Inventory, Network
 from provisioner.modules.base import Change, Module, ModuleArgs, NoOp, Plan, PlanContext, register
 from provisioner.modules.capabilities import overlay_mode
 from provisioner.steps import Run, Step
@@ -81,6 +83,29 @@ def attached(all_facts: Mapping[str, HostFacts], name: str) -> dict[str, list[st
     return out
 
 
+def placed_on(inventory: Inventory, net: Network) -> list[str]:
+    """Where a network is created: a global-scope overlay once, on the first docker host (the swarm's
+    manager in swarm mode); a local-scope network (bridge, macvlan) on each host of its ``hosts``."""
+    docker = inventory.docker_hosts()
+    if net.driver == "overlay":
+        return docker[:1]
+    if net.hosts is None:
+        return docker
+    return inventory.resolve_pattern(net.hosts)
+
+
+def _lost_store_check(host: str, name: str, all_facts: Mapping[str, HostFacts]) -> None:
+    """A global-scope network that other hosts see and this one does not: this Docker lost the store."""
+    elsewhere = [h for h, f in all_facts.items() if h != host and f.docker.network(name)]
+    if elsewhere:
+        raise TaskError(
+            f"overlay network {name} exists on {', '.join(elsewhere)} but {host} does not see it: "
+            f"{host}'s Docker does not share their cluster store",
+            fix=f"restart Docker on {host} (systemctl restart docker) once the store is up; "
+            "a dockerd that started while the store was down never finds it",
+        )
+
+
 @register
 class DockerNetworkModule(Module[DockerNetworkArgs]):
     name = "docker_network"
@@ -107,13 +132,19 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
         swarm = overlay_mode(inv, all_facts).mode == "swarm"
         changes: list[Change] = []
         same: list[str] = []
+        elsewhere_only: list[str] = []
         for name, net in wanted.items():
             have = d.network(name)
+            if ctx.host not in placed_on(inv, net):
+                if net.driver == "overlay" and have is None and not swarm:
+                    _lost_store_check(ctx.host, name, all_facts)
+                elsewhere_only.append(name)
+                continue
             if have is None:
                 if net.driver == "overlay" and swarm and not d.swarm_manager:
                     raise TaskError(
                         f"{ctx.host}: cannot create swarm overlay network {name}: this Docker is not a swarm manager",
-                        fix="run the swarm task first and run this task (run_once) on the first docker host",
+                        fix="run the swarm task first (the first docker host is the swarm's manager)",
                     )
                 if net.driver == "overlay" and not d.cluster_store and d.swarm_state != "active":
                     raise TaskError(
@@ -122,14 +153,8 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
                         fix="run the docker_daemon task first (playbooks/overlay.yml does)",
                     )
                 # swarm networks show on workers only once a container there uses them
-                elsewhere = [h for h, f in all_facts.items() if h != ctx.host and f.docker.network(name)]
-                if net.driver == "overlay" and elsewhere and not swarm:
-                    raise TaskError(
-                        f"overlay network {name} exists on {', '.join(elsewhere)} but {ctx.host} does not see it: "
-                        f"{ctx.host}'s Docker does not share their cluster store",
-                        fix=f"restart Docker on {ctx.host} (systemctl restart docker) once the store is up; "
-                        "a dockerd that started while the store was down never finds it",
-                    )
+                if net.driver == "overlay" and not swarm:
+                    _lost_store_check(ctx.host, name, all_facts)
                 cmd = create_command(name, net, swarm)
                 create = Run(cmd, what=f"could not create network {name}")
                 changes.append(Change(f"create network {name} ({net.driver}, {net.subnet})", steps=[create]))
@@ -163,6 +188,9 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
                     requires="recreate_networks",
                 )
             )
+        if not changes and not same:
+            where = "; ".join(f"{n}: {', '.join(placed_on(inv, inv.networks[n]))}" for n in elsewhere_only)
+            return NoOp(f"no network of the inventory is placed on {ctx.host} ({where})")
         if not changes:
             return NoOp(f"{', '.join(same)} exist with the inventory's settings")
         return changes
