@@ -82,31 +82,28 @@ class FakeConnection(ShellConnection):
 
 
 def serve_facts(conn: FakeConnection, sections: dict[str, str] | None = None) -> FakeConnection:
-    """Answer the facts script from the fake's own state: its in-memory files and the probes'
-    scripted commands, plus fixed ``sections`` (e.g. ``{"info": <docker info JSON>}``)."""
+    """Answer the facts script from the script's JSON header, never its shell text: each section the
+    header asks for gets its body from ``sections`` (e.g. ``{"info": <docker info JSON>}``; a section with
+    no fixture prints nothing, as with a missing tool), files from the fake's in-memory files, probes from
+    the fake's scripted answer to the probe's command."""
     import base64
-    import shlex
 
-    from provisioner.facts import MARK
+    from provisioner.facts import MARK, header
 
     fixed = {"os": "ID=debian\nVERSION_ID=12", "user": "0\nroot", "init": "systemd", **(sections or {})}
 
     def respond(_cmd: str, stdin: bytes | None) -> RunResult:
-        out = [f"\n{MARK} {k}\n{v}\n" for k, v in fixed.items()]
-        for line in (stdin or b"").decode().splitlines():
-            if line.startswith("sec file:"):
-                # sec file:N; if [ -e PATH ]; ...
-                marker, rest = line.split(";", 1)
-                path = shlex.split(rest.split("]", 1)[0].replace("if [ -e", "", 1))[0]
-                data = conn.files.get(path)
-                body = "" if data is None else f"{conn.modes.get(path, 0o644):o} root:root\n"
-                body += "" if data is None else base64.b64encode(data).decode()
-                out.append(f"\n{MARK} {marker[4:]}\n{body}\n")
-            elif line.startswith("sec probe:"):
-                marker, rest = line.split(";", 1)
-                probe = rest.strip()[2:].rsplit(") </dev/null", 1)[0].strip()
-                rc, _o, _e = conn._exec(probe, None, None)
-                out.append(f"\n{MARK} {marker[4:]}\n{rc}\n")
+        head = header((stdin or b"").decode())
+        out = [f"\n{MARK} {name}\n{fixed[name]}\n" for name in head["sections"] if name in fixed]
+        for i, path in enumerate(head["files"]):
+            data = conn.files.get(path)
+            body = ""
+            if data is not None:
+                body = f"{conn.modes.get(path, 0o644):o} root:root\n{base64.b64encode(data).decode()}"
+            out.append(f"\n{MARK} file:{i}\n{body}\n")
+        for i, cmd in enumerate(head["probes"].values()):
+            rc, _o, _e = conn._exec(cmd, None, None)
+            out.append(f"\n{MARK} probe:{i}\n{rc}\n")
         return RunResult(0, "".join(out), "")
 
     return conn.on(r"^sh -s$", respond=respond)

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from provisioner.connection.base import RunResult
 from provisioner.connection.fake import FakeConnection
-from provisioner.facts import MARK, gather, parse_execstart, parse_facts
+from provisioner.facts import (
+    ADDRESSES,
+    ENGINE,
+    FIREWALL,
+    MARK,
+    PORTS,
+    all_sections,
+    default_sections,
+    facts_script,
+    gather,
+    header,
+    parse_execstart,
+    parse_facts,
+)
 
 
 def _local_shell(cmd: str, stdin: bytes | None) -> RunResult:
@@ -55,8 +71,14 @@ def test_parse_docker_sections() -> None:
             "user": "0\nroot",
             "init": "systemd",
             "ip": json.dumps(
-                [{"ifname": "eth0", "flags": ["UP"], "mtu": 1500,
-                  "addr_info": [{"family": "inet", "local": "198.18.0.12", "prefixlen": 24}]}]
+                [
+                    {
+                        "ifname": "eth0",
+                        "flags": ["UP"],
+                        "mtu": 1500,
+                        "addr_info": [{"family": "inet", "local": "198.18.0.12", "prefixlen": 24}],
+                    }
+                ]
             ),
             "dockerd": "/usr/sbin/dockerd",
             "package": "docker.io 20.10.5+dfsg1-1+deb11u2",
@@ -67,14 +89,26 @@ def test_parse_docker_sections() -> None:
             "@@FILE@@ /etc/systemd/system/docker.service.d/10-machine.conf\n[Service]\nExecStart=\n"
             "ExecStart=/usr/sbin/dockerd -H fd:// --cluster-store=consul://x:1\n",
             "info": json.dumps(DOCKER_INFO),
-            "networks": json.dumps(
-                [{"Name": "ov_net1", "Driver": "overlay", "Scope": "global", "Attachable": True,
-                  "IPAM": {"Config": [{"Subnet": "198.19.1.0/24", "Gateway": "198.19.1.1"}]},
-                  "Containers": {"abc": {"Name": "probe"}}}]
-            ),
-            "containers": json.dumps(
-                [{"Name": "/consul", "Id": "c1", "Image": "sha256:aa", "Config": {"Image": "consul:1", "Labels": {}},
-                  "State": {"Running": True, "Status": "running"}, "Args": ["agent"]}]
+            # networks and containers come from one `docker inspect`
+            "inspect": json.dumps(
+                [
+                    {
+                        "Name": "ov_net1",
+                        "Driver": "overlay",
+                        "Scope": "global",
+                        "Attachable": True,
+                        "IPAM": {"Config": [{"Subnet": "198.19.1.0/24", "Gateway": "198.19.1.1"}]},
+                        "Containers": {"abc": {"Name": "probe"}},
+                    },
+                    {
+                        "Name": "/consul",
+                        "Id": "c1",
+                        "Image": "sha256:aa",
+                        "Config": {"Image": "consul:1", "Labels": {}},
+                        "State": {"Running": True, "Status": "running"},
+                        "Args": ["agent"],
+                    },
+                ]
             ),
             "images": "consul:1 sha256:aa\n<none>:<none> sha256:bb",
         }
@@ -108,3 +142,48 @@ def test_execstart_reset_and_continuations() -> None:
     assert parse_execstart(files, ignore=None) == ["/usr/bin/dockerd", "--debug"]
     assert parse_execstart(files, ignore="/etc/other.conf") == ["/usr/bin/dockerd", "-H", "fd://"]
     assert parse_execstart({"/u": "[Unit]\nExecStart=/not/service\n"}, ignore=None) is None
+
+
+def test_default_script_keeps_five_docker_calls_four_of_them_at_once() -> None:
+    script = facts_script()
+    assert header(script)["sections"] == default_sections()
+    assert script.count("$D ") == 5  # info, images, network ls, ps and the one inspect they share
+    assert 'j_info >"$T/info" & j_images >"$T/images" & j_nets >"$T/nets" & j_ps >"$T/ps" &' in script
+    assert "iptables-save" not in script and "ip_forward" not in script
+
+
+def test_only_requested_sections_appear_in_the_script() -> None:
+    default = facts_script()
+    fw = facts_script(sections=[FIREWALL])
+    assert header(fw)["sections"] == [*default_sections(), FIREWALL]
+    assert "\nsec firewall; " in fw and "iptables-save" in fw and fw.count("$D ") == 5
+    assert "\nsec firewall; " not in default
+    # parse-only sections read the docker output already fetched: the same shell, a longer header
+    parse_only = facts_script(sections=[ADDRESSES, PORTS, ENGINE])
+    assert parse_only.split("\n", 1)[1] == default.split("\n", 1)[1]
+    assert header(parse_only)["sections"] == [*default_sections(), ADDRESSES, PORTS, ENGINE]
+    # a section another one reads comes with it, and every marker the script prints is in its header
+    for script in (default, fw, parse_only, facts_script(sections="all")):
+        assert set(re.findall(r"^sec (\S+);", script, re.M)) <= set(header(script)["sections"])
+    assert set(header(facts_script(sections="all"))["sections"]) == set(all_sections())
+
+
+def test_unknown_section_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown fact section 'nope'"):
+        facts_script(sections=["nope"])
+
+
+def test_header_is_one_inert_line_with_files_and_probes() -> None:
+    files = ["/a b", "/x\ntouch INJECTED", "/$(id)"]
+    probes = {"p;1": "test -e '/x y'", "q": "echo '\n' >/dev/null"}
+    script = facts_script(files, probes)
+    first = script.split("\n", 1)[0]
+    assert first.startswith("# @@PROV@@ {")
+    assert header(script) == {"sections": default_sections(), "files": files, "probes": probes}
+
+
+def test_parse_records_what_was_gathered() -> None:
+    f = parse_facts("h", "", sections=[PORTS])
+    assert f.gathered(PORTS) and f.gathered("inspect") and not f.gathered(FIREWALL)
+    # nothing printed: every fact at its default, no exception
+    assert f.docker.containers == [] and not f.docker.active and f.os.id == ""
