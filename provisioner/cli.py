@@ -56,6 +56,9 @@ LimitOpt = Annotated[
 ForksOpt = Annotated[int, typer.Option("--forks", "-f", min=1, help="hosts worked on in parallel")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="human or json (the JSON report)")]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="also write JUnit XML to this file")]
+HtmlOpt = Annotated[
+    Path | None, typer.Option("--html", help="also write a self-contained HTML report (open it in a browser)")
+]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="also say why unchanged tasks are ok")]
 
 
@@ -101,11 +104,24 @@ def _limit(inv: Inventory, limit: str | None) -> list[str] | None:
         raise UsageError(f"--limit {limit!r}: {e}") from e
 
 
-def _finish(report: RunReport, output: Output, junit: Path | None, *, plan: bool) -> int:
+def _finish(
+    report: RunReport,
+    output: Output,
+    junit: Path | None,
+    *,
+    plan: bool,
+    html: Path | None = None,
+    inv: Inventory | None = None,
+    executor: object = None,
+) -> int:
     from provisioner import report as render
 
     if junit is not None:
         render.write_junit(report, junit)
+    if html is not None:
+        from provisioner import html_report
+
+        html_report.write(html, report.to_json(), inventory=inv, facts=html_report.executor_facts(executor))
     if output is Output.json:
         print(render.to_json(report))
     else:
@@ -129,11 +145,16 @@ def _run_playbook(
     options: dict[str, Any],
     lock_timeout: float = 0.0,
     break_lock: bool = False,
+    html: Path | None = None,
 ) -> int:
     from provisioner.connect import ssh_connector
     from provisioner.engine.executor import Executor, LockSpec
     from provisioner.report import LiveEvents
 
+    if html is not None:
+        from provisioner.html_report import check_writable
+
+        check_writable(html)
     inv, pb = _load(inventory, playbook)
     assert pb is not None
     hosts = _limit(inv, limit)
@@ -148,7 +169,7 @@ def _run_playbook(
         inv, ssh_connector(inv), check=check, forks=forks, limit=hosts, options=options, events=events, lock=lock
     )
     report = ex.run(pb)
-    return _finish(report, output, junit, plan=check)
+    return _finish(report, output, junit, plan=check, html=html, inv=inv, executor=ex)
 
 
 def _guard(fn: Any, *args: Any, **kwargs: Any) -> None:
@@ -197,6 +218,7 @@ def plan(
     forks: ForksOpt = 50,
     output: OutputOpt = Output.human,
     junit: JunitOpt = None,
+    html: HtmlOpt = None,
     verbose: VerboseOpt = False,
     recreate_networks: Annotated[
         bool, typer.Option("--recreate-networks", help="plan recreating networks whose settings drifted")
@@ -212,6 +234,7 @@ def plan(
         forks=forks,
         output=output,
         junit=junit,
+        html=html,
         options={"recreate_networks": recreate_networks, "verbose": verbose},
     )
 
@@ -224,6 +247,7 @@ def apply(
     forks: ForksOpt = 50,
     output: OutputOpt = Output.human,
     junit: JunitOpt = None,
+    html: HtmlOpt = None,
     verbose: VerboseOpt = False,
     diff: Annotated[bool, typer.Option("--diff", help="show file diffs while applying")] = False,
     recreate_networks: Annotated[
@@ -247,6 +271,7 @@ def apply(
         forks=forks,
         output=output,
         junit=junit,
+        html=html,
         options={"recreate_networks": recreate_networks, "diff": diff, "verbose": verbose},
         lock_timeout=lock_timeout,
         break_lock=break_lock,
@@ -295,6 +320,7 @@ def verify(
     ] = None,
     output: OutputOpt = Output.human,
     junit: JunitOpt = None,
+    html: HtmlOpt = None,
 ) -> None:
     """Cross-host ping matrix over the overlay networks; changes no configuration. Exit 1 unless all pairs ping."""
 
@@ -305,6 +331,10 @@ def verify(
         from provisioner.playbook import Play, Playbook, Task
         from provisioner.report import LiveEvents
 
+        if html is not None:
+            from provisioner.html_report import check_writable
+
+            check_writable(html)
         inv, _ = _load(inventory, None)
         hosts = pattern if pattern is not None else inv.docker.group
         args = OverlayVerifyArgs(network=network, hosts=hosts)
@@ -317,7 +347,7 @@ def verify(
         events = LiveEvents(_console(stderr=output is Output.json), show_diff=False, verbose=True)
         ex = Executor(inv, ssh_connector(inv), check=False, events=events, mode="verify", options={"verify": True})
         report = ex.run(Playbook(plays=[play], source=inventory))
-        return _finish(report, output, junit, plan=False)
+        return _finish(report, output, junit, plan=False, html=html, inv=inv, executor=ex)
 
     _guard(body)
 
