@@ -46,9 +46,19 @@ def inventory(**over: Any) -> Inventory:
 
 
 def facts(
-    host: str = "lab2", *, files: dict[str, str] | None = None, ip: str | None = None, **docker: Any
+    host: str = "lab2",
+    *,
+    files: dict[str, str] | None = None,
+    ip: str | None = None,
+    addresses: list[str] | None = None,
+    init: str = "systemd",
+    probes: dict[str, int] | None = None,
+    **docker: Any,
 ) -> HostFacts:
+    """A host whose Docker runs; ``docker`` sets DockerFacts fields, ``addresses`` eth0's (default: the
+    host's lab address, or ``ip``)."""
     addr = ip or ADDR.get(host, "198.18.0.99")
+    addresses = [addr] if addresses is None else addresses
     d: dict[str, Any] = {
         "installed": True,
         "active": True,
@@ -60,7 +70,9 @@ def facts(
     d.update(docker)
     return HostFacts(
         host=host,
-        interfaces={"eth0": Interface(name="eth0", up=True, addresses=[addr], cidrs=[f"{addr}/24"])},
+        init=init,
+        probes=dict(probes or {}),
+        interfaces={"eth0": Interface(name="eth0", up=True, addresses=addresses, cidrs=[f"{a}/24" for a in addresses])},
         files={
             p: FileFact(exists=True, content=c, sha256=hashlib.sha256(c.encode()).hexdigest())
             for p, c in (files or {}).items()

@@ -11,37 +11,22 @@ from provisioner.connection.base import ShellConnection
 from provisioner.connection.fake import FakeConnection
 from provisioner.engine.executor import apply_change
 from provisioner.errors import TaskError
-from provisioner.facts import DockerFacts, HostFacts, Interface, NetworkFact
+from provisioner.facts import HostFacts, NetworkFact
 from provisioner.inventory import Inventory
 from provisioner.modules import docker_network, kv_store, swarm
 from provisioner.modules.base import ApplyContext, Change, NoOp, Plan, PlanContext
+from tests import builders
+from tests.builders import ADDR
 
-ADDR = {"lab1": "198.18.0.11", "lab2": "198.18.0.12", "lab3": "198.18.0.13"}
 TOKEN = "SWMTKN-1-secretsecret"
 
 
 def inventory(mode: str = "swarm", **kv: Any) -> Inventory:
-    return Inventory.model_validate(
-        {
-            "hosts": {
-                "lab1": {"address": ADDR["lab1"], "groups": ["kv"]},
-                "lab2": {"address": ADDR["lab2"], "groups": ["docker"]},
-                "lab3": {"address": ADDR["lab3"], "groups": ["docker"]},
-            },
-            "kv_store": {"hosts": ["lab1"], **kv},
-            "docker": {"overlay_mode": mode},
-            "networks": {"ov_net1": {"subnet": "198.19.1.0/24"}},
-        }
-    )
+    return builders.inventory(docker={"overlay_mode": mode}, kv_store={"hosts": ["lab1"], **kv})
 
 
 def host(name: str, **docker: Any) -> HostFacts:
-    d: dict[str, Any] = {"installed": True, "active": True, "state": "active", **docker}
-    return HostFacts(
-        host=name,
-        interfaces={"eth0": Interface(name="eth0", up=True, addresses=[ADDR[name]])},
-        docker=DockerFacts(**d),
-    )
+    return builders.facts(name, **docker)
 
 
 MANAGER = {"swarm_state": "active", "swarm_manager": True, "swarm_cluster_id": "c1", "swarm_node_id": "m1"}
