@@ -174,14 +174,8 @@ class StoreClient:
             yield ("127.0.0.1", int(local_port))
 
     def get_via_shell(self, path: str) -> str | None:
-        url = f"http://{self.address}:{self.port}{path}"
         conn = self.conn()
-        res = conn.run(
-            f"if command -v curl >/dev/null; then curl -fsS -m 5 {q(url)}; "
-            f"elif command -v wget >/dev/null; then wget -q -T 5 -O - {q(url)}; "
-            f"else echo 'neither curl nor wget on the host' >&2; exit 127; fi",
-            timeout=15,
-        )
+        res = conn.run(shell_get_command(self.address, self.port, path), timeout=15)
         if res.rc == 127:
             raise TaskError(
                 f"{conn.host}: cannot reach the store at {self.address}:{self.port} from here, the connection "
@@ -189,6 +183,16 @@ class StoreClient:
                 fix="make the store's port reachable from this machine, or install curl on the host",
             )
         return res.stdout if res.ok else None
+
+
+def shell_get_command(address: str, port: int, path: str) -> str:
+    """The command a store host runs when the store's port cannot be reached from here (plans print it)."""
+    url = f"http://{address}:{port}{path}"
+    return (
+        f"if command -v curl >/dev/null; then curl -fsS -m 5 {q(url)}; "
+        f"elif command -v wget >/dev/null; then wget -q -T 5 -O - {q(url)}; "
+        f"else echo 'neither curl nor wget on the host' >&2; exit 127; fi"
+    )
 
 
 def http_get(host: str, port: int, path: str, timeout: float = 3.0) -> str | None:

@@ -42,7 +42,7 @@ from provisioner.modules.capabilities import (
     overlay_mode,
     reach_probes,
 )
-from provisioner.modules.kv_store import Backend, backend_of, cluster_store_url, quorum_down
+from provisioner.modules.kv_store import Backend, backend_of, cluster_store_url, health_route, quorum_down
 from provisioner.steps import Call, Put, Run, Step, StepState, Wait, WaitFailed
 
 # how long Docker may take to come back after a restart (and after the rollback restart)
@@ -297,7 +297,7 @@ def _change(ctx: PlanContext, inv: Inventory, want: Desired, ops: list[FileOp], 
         description = f"restart Docker: {'; '.join(reasons)}"
     return Change(
         description,
-        steps=restart_steps(ctx.host, ops, want, config_hash(ops, want), backend_of(inv)),
+        steps=restart_steps(ctx.host, ops, want, config_hash(ops, want), backend_of(inv), inv.kv_endpoints()),
         rollback=[
             Call(
                 f"put back the files as they were ({', '.join(op.path for op in ops) or 'none changed'}), "
@@ -340,15 +340,18 @@ def _judge(want: Desired | None) -> Callable[[RunResult], tuple[bool | None, str
     return until
 
 
-def restart_steps(host: str, ops: list[FileOp], want: Desired, digest: str, b: Backend) -> list[Step]:
+def restart_steps(
+    host: str, ops: list[FileOp], want: Desired, digest: str, b: Backend, endpoints: list[tuple[str, str, int]]
+) -> list[Step]:
     """The restart, in the order that keeps it safe: the store must be healthy (a dockerd started
     while its store is down never finds its peers); the marker goes first, so whenever a new file is on
     disk the restart it needs is recorded; the marker goes last, once Docker runs what is on disk."""
     folders = sorted({posixpath.dirname(PENDING_MARKER)} | {posixpath.dirname(op.path) for op in ops if op.after})
     steps: list[Step] = [
         Call(
-            f"wait up to {STORE_WAIT:.0f} s until a quorum of the {b.name} store answers {b.health_path} "
-            f"({want.store}); otherwise change nothing",
+            f"wait up to {STORE_WAIT:.0f} s until a quorum of the {b.name} store is healthy ({want.store}), "
+            "otherwise change nothing; each store host by "
+            + "; ".join(health_route(name, addr, port, b.health_path) for name, addr, port in endpoints),
             _store_gate(want),
         ),
         Run(f"mkdir -p {' '.join(q(f) for f in folders)}", what="could not create the folders of the files"),

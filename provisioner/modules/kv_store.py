@@ -25,6 +25,7 @@ from provisioner.modules._docker import (
     http_get,
     kv_endpoint_of,
     normalize_ref,
+    shell_get_command,
     short_id,
     spec_hash,
     wait_for,
@@ -186,6 +187,15 @@ def check_health(conn: Callable[[], ShellConnection], inventory: Inventory, host
     return None if b.healthy(body) else f"not healthy yet ({b.health_path} says {body.strip()[:80]!r})"
 
 
+def health_route(host: str, address: str, port: int, path: str) -> str:
+    """How a health check reaches a store host, as a plan prints it: an HTTP GET from this machine, or,
+    when the store's port is not reachable from here, this command on the store host."""
+    return (
+        f"GET http://{address}:{port}{path} from here, or when that port cannot be reached from here, "
+        f"on {host}: {shell_get_command(address, port, path)}"
+    )
+
+
 def quorum_down(ctx: ApplyContext) -> list[str] | None:
     """None while a majority of the store hosts is healthy; else, per unhealthy host, why not.
 
@@ -313,9 +323,9 @@ def _steps(b: Backend, node: StoreNode, commands: list[str]) -> list[Step]:
         fix=f"check the image and the ports; `docker logs {b.container}` on {node.name} shows the store's output",
     )
     wait = Call(
-        f"wait up to {HEALTH_TIMEOUT:.0f} s until {b.what_healthy}: GET http://{node.address}:{node.port}"
-        f"{b.health_path} from here (or through {node.name} when its port is not reachable from here); "
-        f"on timeout: docker logs --tail 30 {b.container}",
+        f"wait up to {HEALTH_TIMEOUT:.0f} s until {b.what_healthy}: "
+        + health_route(node.name, node.address, node.port, b.health_path)
+        + f"; on timeout: docker logs --tail 30 {b.container}",
         lambda ctx, _state: wait_healthy(ctx, b),
     )
     return [run, wait]
