@@ -8,6 +8,14 @@ merges each given section into a three-host lab inventory (lab1: the store, lab2
 from __future__ import annotations
 
 import hashlib
+import hashlib as _hashlib
+import io
+import json
+import tarfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 from provisioner.connection.fake import FakeConnection
@@ -101,3 +109,48 @@ def changes(p: Plan) -> list[Change]:
 
 def ctx_for(conn: FakeConnection, f: HostFacts, inv: Inventory | None = None, **kw: Any) -> ApplyContext:
     return ApplyContext(host=f.host, conn=conn, facts=f, inventory=inv or inventory(), **kw)
+
+
+def make_archive(path: Path, config: bytes = b'{"architecture":"amd64","config":{}}') -> str:
+    cfg_name = _hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": cfg_name, "RepoTags": ["provisioner-lab/probe:latest"], "Layers": []}])
+    with tarfile.open(path, "w") as tar:
+        for name, data in ((cfg_name, config), ("manifest.json", manifest.encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return "sha256:" + _hashlib.sha256(config).hexdigest()
+
+
+class FakeStore(BaseHTTPRequestHandler):
+    """A Consul that answers /v1/status/leader on loopback (a real HTTP server, for the health waits)."""
+
+    leader = '"127.0.0.1:8300"'
+
+    def do_GET(self) -> None:
+        body = self.leader.encode() if self.path == "/v1/status/leader" else b""
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def serve_fake_store() -> Iterator[tuple[int, type[FakeStore]]]:
+    """(port, handler class) of a FakeStore on loopback while the generator runs."""
+    handler = type("Store", (FakeStore,), {})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server.server_address[1], handler
+    server.shutdown()
+    server.server_close()
+
+
+def local_kv_inventory(port: int) -> Inventory:
+    return inventory(hosts={"store1": {"address": "127.0.0.1", "groups": ["kv"]},
+                            "lab2": {"address": "198.18.0.12", "groups": ["docker"]},
+                            "lab3": {"address": "198.18.0.13", "groups": ["docker"]}},
+                     kv_store={"hosts": ["store1"], "port": port, "check_via": "auto"})  # fmt: skip

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.builders import FakeStore, serve_fake_store
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
@@ -47,3 +49,9 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     yield
+
+
+@pytest.fixture
+def store() -> Iterator[tuple[int, type[FakeStore]]]:
+    """A Consul leader endpoint on loopback: (port, handler class; set ``.leader`` to change the answer)."""
+    yield from serve_fake_store()

@@ -18,18 +18,8 @@ from provisioner.facts import FileFact
 from provisioner.inventory import Inventory, load_inventory
 from provisioner.modules import docker_daemon
 from provisioner.playbook import load_playbook
-from tests.unit.test_overlay_modules import (
-    DROPIN,
-    RUNNING_OK,
-    STORE,
-    WANT_DROPIN,
-    changes,
-    ctx_for,
-    daemon_conn,
-    facts,
-    inventory,
-    plan,
-)
+from tests.builders import DROPIN, STORE, changes, ctx_for, facts, inventory, plan
+from tests.unit.test_docker_daemon import RUNNING_OK, WANT_DROPIN, daemon_conn
 
 HOSTS = ["h1", "h2"]
 MARKER = docker_daemon.PENDING_MARKER
