@@ -47,6 +47,7 @@ _EDGE_STYLE = {
     "parent": ("solid", "#6a1b9a"),
     "attach": ("solid", "#333333"),
     "uplink": ("solid", "#999999"),
+    "publish": ("bold", "#0d47a1"),
 }
 
 

@@ -23,7 +23,7 @@ from provisioner.inventory import Inventory, Network
 
 Mark = Literal["", "missing", "extra", "different", "unreachable", "unknown"]
 NodeKind = Literal["dockerd", "store", "interface", "network", "builtin", "container", "underlay"]
-EdgeKind = Literal["store", "swarm", "vxlan", "nat", "parent", "attach", "uplink"]
+EdgeKind = Literal["store", "swarm", "vxlan", "nat", "parent", "attach", "uplink", "publish"]
 
 # Docker's own networks: never drift; "bridge" (docker0) and "docker_gwbridge" are the way out
 BUILTIN_NETWORKS = ("bridge", "docker_gwbridge", "host", "none", "ingress")
@@ -290,11 +290,20 @@ class _Builder:
                 if docker:
                     self._overlay_link(host, name, if_id, facts, dead)
                 local[name] = node_id("net", "", name)
-            elif docker:
+            elif host in self._placed_on(name, net):
                 local[name] = self._local_network(box, host, name, net, if_id, facts, dead)
         if facts is not None:
             self._live_only_networks(box, host, if_id, facts, local)
-            self._containers(box, host, facts, local)
+            self._containers(box, host, if_id, facts, local)
+
+    def _placed_on(self, name: str, net: Network) -> list[str]:
+        """The hosts that get a local-scope network (``networks.<name>.hosts``, default docker.group)."""
+        from provisioner.modules.docker_network import placed_on
+
+        try:
+            return placed_on(self.inv, net)
+        except ValueError:  # refused at validate; drawn on the docker hosts meanwhile
+            return self.docker_hosts
 
     def _interface(
         self, box: HostBox, host: str, iface: str, facts: HostFacts | None, dead: Mark, default_addr: str
@@ -403,7 +412,8 @@ class _Builder:
                     mark, why = "different", diffs[0]
             self.find(host, f"{net.driver} network {name} {mark}{': ' + why if why else ''}", mark)
         box.nodes.append(Node(nid, "network", _mark_lines(_wanted_lines(name, net), mark, why), mark))
-        self._way_out(box, host, nid, net.driver, net.parent, if_id, facts, dead)
+        masq = net.options.get("com.docker.network.bridge.enable_ip_masquerade", "true") != "false"
+        self._way_out(box, host, nid, net.driver, net.parent, if_id, facts, dead, masq, [str(net.subnet)])
         return nid
 
     def _way_out(
@@ -417,6 +427,7 @@ class _Builder:
         facts: HostFacts | None,
         dead: Mark,
         nat: bool = True,
+        subnets: list[str] | None = None,
     ) -> None:
         if driver == "macvlan":
             pid = if_id
@@ -427,7 +438,14 @@ class _Builder:
                     self.topo.edges.append(Edge(pid, "underlay", "uplink", "", dead))
             self.topo.edges.append(Edge(nid, pid, "parent", "macvlan on parent (no NAT)", dead))
         elif driver == "bridge":
-            self.topo.edges.append(Edge(nid, if_id, "nat", "NAT out (masquerade)" if nat else "no NAT", dead))
+            label, mark = ("NAT out (MASQUERADE)", dead) if nat else ("no NAT (masquerade off)", dead)
+            fw = facts.docker.firewall if facts is not None and facts.gathered("firewall") else None
+            # what the kernel's nat table says (when it was read), not what Docker's option promises
+            if nat and fw is not None and fw.rules_read and not any(m.source in (subnets or []) for m in fw.masquerade):
+                label, mark = "no MASQUERADE rule: no way out", "missing"
+                name = next((n.lines[0] for n in box.nodes if n.id == nid), nid)
+                self.find(host, f"NAT for {name} ({', '.join(subnets or [])}) missing in the nat table", mark)
+            self.topo.edges.append(Edge(nid, if_id, "nat", label, mark))
 
     def _live_only_networks(self, box: HostBox, host: str, if_id: str, facts: HostFacts, local: dict[str, str]) -> None:
         for n in sorted(facts.docker.networks, key=lambda n: n.name):
@@ -448,22 +466,23 @@ class _Builder:
             kind: NodeKind = "builtin" if builtin else "network"
             box.nodes.append(Node(nid, kind, _mark_lines(lines, mark, "not in the inventory"), mark))
             nat = n.options.get("com.docker.network.bridge.enable_ip_masquerade", "true") != "false"
-            self._way_out(box, host, nid, n.driver, n.options.get("parent"), if_id, facts, "", nat)
+            self._way_out(box, host, nid, n.driver, n.options.get("parent"), if_id, facts, "", nat, n.subnets)
             local[n.name] = nid
 
-    def _containers(self, box: HostBox, host: str, facts: HostFacts, local: dict[str, str]) -> None:
+    def _containers(self, box: HostBox, host: str, if_id: str, facts: HostFacts, local: dict[str, str]) -> None:
         store = _store_container(self.inv) if host in self.store_hosts and self.mode != "swarm" else None
         wanted = {w.name: w for w in wanted_containers(self.inv) if w.host == host}
         have = {c.name: c for c in facts.docker.containers if PROBE_LABEL not in c.labels and c.name != store}
         for name in sorted(set(wanted) | set(have)):
             c = have.get(name)
             w = wanted.get(name)
-            self._container(box, host, name, c, w, local)
+            self._container(box, host, if_id, name, c, w, local)
 
     def _container(
         self,
         box: HostBox,
         host: str,
+        if_id: str,
         name: str,
         c: ContainerFact | None,
         w: WantedContainer | None,
@@ -486,7 +505,13 @@ class _Builder:
         for n in nets:
             target = local.get(n)
             if target is not None:
-                self.topo.edges.append(Edge(nid, target, "attach", "", mark))
+                addr = c.addresses.get(n) if c is not None else None
+                self.topo.edges.append(Edge(nid, target, "attach", addr.ipv4 if addr is not None else "", mark))
+        for p in c.ports if c is not None else []:
+            # published: the host's address and port forwarded (DNAT) to the container's port
+            outside = f"{p.host_ip if p.host_ip not in ('', '0.0.0.0', '::') else '*'}:{p.host_port or '?'}"
+            label = f"-p {outside} -> {p.container_port}/{p.proto}"
+            self.topo.edges.append(Edge(if_id, nid, "publish", label, mark))
 
 
 def build(inventory: Inventory, live: Mapping[str, HostFacts | str] | None = None) -> Topology:

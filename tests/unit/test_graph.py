@@ -13,7 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.facts import ContainerFact, DockerFacts, HostFacts, Interface, NetworkFact, OSFacts
+from provisioner.facts import (
+    ContainerAddress,
+    ContainerFact,
+    DockerFacts,
+    DockerFirewall,
+    HostFacts,
+    Interface,
+    Masquerade,
+    NetworkFact,
+    OSFacts,
+    PublishedPort,
+)
 from provisioner.graph import output_format, to_dot, to_mermaid
 from provisioner.inventory import Inventory, load_inventory
 from provisioner.topology import Topology, build, node_id
@@ -55,7 +66,7 @@ def _net(name: str, driver: str, subnet: str, **kw: object) -> NetworkFact:
     return NetworkFact(name=name, driver=driver, scope=scope, subnets=[subnet], attachable=True, **kw)  # type: ignore[arg-type]
 
 
-def _facts(host: str, addr: str, iface: str = "eth0", **docker: object) -> HostFacts:
+def _facts(host: str, addr: str, iface: str = "eth0", sections: tuple[str, ...] = (), **docker: object) -> HostFacts:
     d = DockerFacts(
         installed=True,
         active=True,
@@ -70,6 +81,7 @@ def _facts(host: str, addr: str, iface: str = "eth0", **docker: object) -> HostF
         os=OSFacts(id="debian", pretty_name="Debian GNU/Linux 11 (bullseye)"),
         interfaces={iface: Interface(name=iface, up=True, addresses=[addr], cidrs=[f"{addr}/24"])},
         docker=d,
+        sections=list(sections),
     )
 
 
@@ -94,7 +106,18 @@ def live_facts() -> dict[str, HostFacts | str]:
             _net("scratch", "bridge", "172.20.0.0/16"),  # not in the inventory: extra
         ],
         containers=[
-            ContainerFact(name="web", image="nginx:1.25", running=True, status="running", networks=["ov_net1", "net1"]),
+            ContainerFact(
+                name="web",
+                image="nginx:1.25",
+                running=True,
+                status="running",
+                networks=["ov_net1", "net1"],
+                addresses={
+                    "ov_net1": ContainerAddress(ipv4="198.18.51.2"),
+                    "net1": ContainerAddress(ipv4="198.18.54.2"),
+                },
+                ports=[PublishedPort(container_port=80, host_port=8080)],
+            ),
             ContainerFact(name="prov-probe-ov_net1-host1", image="busybox", labels={"provisioner.probe": "1"}),
         ],
     )
@@ -103,7 +126,11 @@ def live_facts() -> dict[str, HostFacts | str]:
         "host2",
         "198.18.50.12",
         iface="ens3",
+        # the firewall section was read: net1 has no MASQUERADE rule on host2, docker0 has one
+        sections=("firewall",),
+        firewall=DockerFirewall(rules_read=True, masquerade=[Masquerade(source="172.17.0.0/16", not_out="docker0")]),
         networks=[
+            _net("bridge", "bridge", "172.17.0.0/16"),
             _net("ov_net1", "overlay", "198.18.51.0/24"),
             _net("net1", "bridge", "198.18.52.0/24", gateways=["198.18.52.1"]),
         ],
@@ -172,12 +199,24 @@ def test_live_marks_drift(inv: Inventory) -> None:
         node_id("net", "host1", "net1"),
     }
     assert node_id("ctr", "host1", "prov-probe-ov_net1-host1") not in topo.node_ids()
+    # each attachment labelled with the container's address there; the published port comes in from the host
+    labels = {(e.dst, e.label) for e in topo.edges if e.src == web}
+    assert (node_id("net", "", "ov_net1"), "198.18.51.2") in labels
+    assert [(e.src, e.label) for e in topo.edges if e.kind == "publish"] == [
+        (node_id("if", "host1", "eth0"), "-p *:8080 -> 80/tcp")
+    ]
+    # NAT as the nat table has it (host2's firewall section was read): docker0 has its rule, net1 none
+    nat = {e.src: (e.label, e.mark) for e in topo.edges if e.kind == "nat"}
+    assert nat[node_id("net", "host2", "bridge")] == ("NAT out (MASQUERADE)", "")
+    assert nat[node_id("net", "host2", "net1")] == ("no MASQUERADE rule: no way out", "missing")
+    assert nat[node_id("net", "host1", "net1")] == ("NAT out (MASQUERADE)", "")  # no firewall facts: as configured
     assert topo.findings == [
         "host1: bridge network net1 different: subnet: 198.18.54.0/24 on the host, 198.18.52.0/24 in the inventory",
         "host1: macvlan network mv1 missing",
         "host1: interface eth1 missing",
         "host1: bridge network scratch extra: not in the inventory",
         "host2: dockerd cluster store missing (runs with none, wants consul://198.18.50.10:8500)",
+        "host2: NAT for net1 (198.18.52.0/24) missing in the nat table",
         "host2: macvlan network mv1 missing",
         "host2: interface eth1 missing",
     ]
@@ -324,3 +363,12 @@ def test_inventory_without_store_draws_bridges_only(tmp_path: Path) -> None:
     assert {(e.src, e.kind) for e in topo.edges if e.kind == "nat"} == {
         (node_id("net", h, "net1"), "nat") for h in ("a", "b")
     }
+
+
+def test_local_networks_go_where_their_hosts_say(tmp_path: Path) -> None:
+    path = tmp_path / "placed.yml"
+    path.write_text(INVENTORY.replace("parent: eth1}", "parent: eth1, hosts: [host2]}"))
+    topo = build(load_inventory(path))
+    ids = topo.node_ids()
+    assert node_id("net", "host2", "mv1") in ids and node_id("net", "host1", "mv1") not in ids
+    assert node_id("net", "host1", "net1") in ids and node_id("net", "consul", "net1") not in ids
