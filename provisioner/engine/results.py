@@ -48,9 +48,11 @@ class TaskResult:
     duration: float = 0.0
     # the message is the result itself (e.g. the ping matrix): always shown, even when ok
     report: bool = False
+    # a check's structured result (e.g. every pair of the ping matrix), the JSON report's "verify"
+    data: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "play": self.play,
             "task": self.task,
             "module": self.module,
@@ -73,6 +75,9 @@ class TaskResult:
                 for c in self.changes
             ],
         }
+        if self.data is not None:
+            out["verify"] = self.data
+        return out
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo
 
+from provisioner.errors import TaskError
 from provisioner.steps import Step
 
 if TYPE_CHECKING:
@@ -106,15 +107,33 @@ class NoOp:
 
 
 @dataclass
+class CheckOutcome:
+    """What a check found: ``text`` for the report (e.g. the rendered matrix) and ``data`` for the JSON
+    report (its ``verify`` key: e.g. every pair with expected, observed and verdict)."""
+
+    text: str
+    data: dict[str, Any] | None = None
+
+
+class CheckFailed(TaskError):
+    """A check that ran and found failures: the message, plus the same ``data`` as a passing check."""
+
+    def __init__(self, message: str, fix: str = "", data: dict[str, Any] | None = None) -> None:
+        super().__init__(message, fix)
+        self.data = data
+
+
+@dataclass
 class Check:
     """A read-only action (e.g. the ping matrix): runs in apply, never counts as a change.
 
-    ``run`` returns a message for the report (e.g. the rendered matrix) or raises a ProvisionerError.
+    ``run`` returns a message for the report (e.g. the rendered matrix) or a ``CheckOutcome`` (the message
+    and data for the JSON report), or raises a ProvisionerError (``CheckFailed`` to carry data too).
     In plan mode the executor does not run it and reports ``description`` instead.
     """
 
     description: str
-    run: Callable[[ApplyContext], str]
+    run: Callable[[ApplyContext], str | CheckOutcome]
     # read-only, so it is run again on a fresh connection when the connection drops
     retry_safe: bool = True
 
