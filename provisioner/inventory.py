@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from provisioner.errors import InputError
+from provisioner.workloads import Container, ContainerName, port_clash
 from provisioner.yamlsrc import invalid, load_yaml, many_invalid, problems_from_validation, require_type
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -380,17 +381,57 @@ class LockSettings(_Model):
     host: HostName | None = None
 
 
+# Docker's own networks: containers may use them, the tool never creates or removes them
+BUILTIN_NETWORKS = ("bridge", "host", "none")
+LOCAL_DRIVERS = ("bridge", "macvlan", "ipvlan")
+MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
+IPVLAN_MODES = ("l2", "l3")
+# drivers the tutorial lists that cannot be had here, what became of them, and what gives the same result
+THIRD_PARTY_DRIVERS = {
+    "flannel": "flanneld is not packaged by any Debian release, PyPI or npm (nothing else is reachable here)",
+    "weave": "Weave Net's maker, Weaveworks, closed in 2024 and its repositories are archived",
+    "calico": "Calico dropped its Docker (libnetwork) plugin in v3.0 (2017)",
+}
+THIRD_PARTY_FIX = (
+    "declare the network with a driver Docker has: overlay (VXLAN across hosts, what flannel's vxlan backend "
+    "and Weave do), macvlan on a shared segment, or ipvlan mode l3 with routes where the kernel has ipvlan"
+)
+
+
+def _driver(v: Any) -> Any:
+    if isinstance(v, str) and v.lower() in THIRD_PARTY_DRIVERS:
+        raise invalid(f"driver {v}: {THIRD_PARTY_DRIVERS[v.lower()]}", THIRD_PARTY_FIX)
+    return v
+
+
+def _parent(v: Any) -> Any:
+    """A host interface, or a VLAN sub-interface IFACE.N that Docker creates itself."""
+    return None if v is None else _interface(v)
+
+
 class Network(_Model):
-    driver: Literal["overlay", "bridge", "macvlan"] = "overlay"
+    driver: Annotated[Literal["overlay", "bridge", "macvlan", "ipvlan"], BeforeValidator(_driver)] = "overlay"
     subnet: SubnetField
     gateway: OptIPField = None
     ip_range: OptSubnetField = None
+    # macvlan/ipvlan across hosts: each host's own --ip-range slice (default: computed, see slices())
+    ip_ranges: dict[HostName, SubnetField] | None = None
     attachable: bool = True
+    # no way out: containers on it reach only each other (docker network create --internal)
+    internal: bool = False
     options: Annotated[dict[str, str], BeforeValidator(_str_options)] = Field(default_factory=dict)
-    parent: Annotated[str | None, PlainValidator(_opt(_interface))] = None
-    # local-scope networks (bridge, macvlan): the hosts that get one, a host pattern as in --limit;
-    # default: docker.group
+    parent: Annotated[str | None, PlainValidator(_parent)] = None
+    # macvlan: bridge | private | vepa | passthru; ipvlan: l2 | l3
+    mode: str | None = None
+    # macvlan: give each host a macvlan interface of its own on the parent, so it reaches its containers
+    shim: bool = False
+    # local-scope networks (bridge, macvlan, ipvlan): the hosts that get one, a host pattern as in
+    # --limit; default: docker.group
     hosts: str | list[str] | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.driver in LOCAL_DRIVERS
 
     @model_validator(mode="after")
     def _inside_subnet(self) -> Network:
@@ -420,17 +461,78 @@ class Network(_Model):
                 "remove 'hosts' (overlay networks reach docker.group), or use driver: bridge or macvlan",
                 at=("hosts",),
             )
-        if self.parent is not None and self.driver != "macvlan":
-            raise invalid(
-                f"'parent' only applies to macvlan networks (this one is {self.driver})",
-                "remove 'parent', or set driver: macvlan",
-                at=("parent",),
-            )
+        if self.driver in ("macvlan", "ipvlan"):
+            if self.parent is None:
+                raise invalid(
+                    f"a {self.driver} network needs 'parent': the host interface its containers sit on",
+                    "add parent: eth0 (or a VLAN sub-interface such as eth0.50, which Docker creates)",
+                    at=("driver",),
+                )
+            modes = MACVLAN_MODES if self.driver == "macvlan" else IPVLAN_MODES
+            if self.mode is not None and self.mode not in modes:
+                raise invalid(
+                    f"mode {self.mode!r} is not a {self.driver} mode", f"use one of {', '.join(modes)}", at=("mode",)
+                )
+        else:
+            for key in ("parent", "mode"):
+                if getattr(self, key) is not None:
+                    raise invalid(
+                        f"'{key}' only applies to macvlan and ipvlan networks (this one is {self.driver})",
+                        f"remove '{key}', or set driver: macvlan",
+                        at=(key,),
+                    )
+        if self.shim and self.driver != "macvlan":
+            raise invalid("'shim' only applies to macvlan networks", "remove 'shim'", at=("shim",))
+        if self.ip_ranges is not None:
+            if self.driver not in ("macvlan", "ipvlan"):
+                raise invalid(
+                    "'ip_ranges' splits a macvlan/ipvlan subnet between hosts",
+                    "remove 'ip_ranges' (use ip_range for one range)",
+                    at=("ip_ranges",),
+                )
+            if self.ip_range is not None:
+                raise invalid(
+                    "give either ip_range or ip_ranges, not both",
+                    "remove ip_range: each host gets its own slice from ip_ranges",
+                    at=("ip_range",),
+                )
+            for host, rng in self.ip_ranges.items():
+                if rng.version != net.version or not rng.subnet_of(net):  # type: ignore[arg-type]
+                    raise invalid(
+                        f"ip_ranges.{host}: {rng} is not inside subnet {net}",
+                        f"give each host a slice inside {net}",
+                        at=("ip_ranges", host),
+                    )
+            items = list(self.ip_ranges.items())
+            for i, (host, rng) in enumerate(items):
+                for other, orng in items[:i]:
+                    if rng.overlaps(orng):
+                        raise invalid(
+                            f"ip_ranges.{host}: {rng} overlaps {orng} of {other}; both hosts' Docker would hand out "
+                            "the same addresses",
+                            "give each host a slice of its own",
+                            at=("ip_ranges", host),
+                        )
         return self
+
+
+class Expectation(_Model):
+    """An intended exception to the verify matrix: ``from`` reaches ``to`` (or must not)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    from_: str = Field(alias="from")
+    to: str
+    reach: bool
+    network: NetworkName | None = None
+    why: str = ""
 
 
 class VerifySettings(_Model):
     image: str = Field(default="busybox", min_length=1)
+    # an address outside the container networks that containers on a non-internal network must reach
+    # (NAT out); on the lab, a lab address
+    outside: OptIPField = None
+    expect: list[Expectation] = Field(default_factory=list)
     image_archive: ArchivePath = None
     ping_count: int = Field(default=3, ge=1)
     timeout: float = Field(default=10.0, gt=0)
@@ -469,6 +571,7 @@ class Inventory(_Model):
     docker: DockerSettings = Field(default_factory=DockerSettings)
     lock: LockSettings = Field(default_factory=LockSettings)
     networks: dict[NetworkName, Network] = Field(default_factory=dict)
+    containers: dict[ContainerName, Container] = Field(default_factory=dict)
     verify: VerifySettings = Field(default_factory=VerifySettings)
     _source: Path | None = PrivateAttr(default=None)
 
@@ -554,6 +657,9 @@ class Inventory(_Model):
             )
         problems.extend(self._mode_problems())
         problems.extend(self._placement_problems())
+        if not problems:  # these rely on hosts and networks being sound
+            problems.extend(self._network_problems())
+            problems.extend(self._container_problems())
         groups = {g for h in self.hosts.values() for g in h.groups}
         for name, host in self.hosts.items():
             if KV_GROUP in host.groups:
@@ -598,6 +704,165 @@ class Inventory(_Model):
         if problems:
             raise many_invalid(problems)
         return self
+
+    def _network_problems(self) -> list[tuple[tuple[str, ...], str, str]]:
+        out: list[tuple[tuple[str, ...], str, str]] = []
+        parents: dict[tuple[str, str], str] = {}
+        for name, net in self.networks.items():
+            if name in BUILTIN_NETWORKS:
+                out.append(
+                    (
+                        ("networks", name),
+                        f"'{name}' is Docker's own network: containers can use it without declaring it, and the "
+                        "tool never creates or removes it",
+                        f"remove networks.{name} (containers may still list {name}), or give your network another name",
+                    )
+                )
+                continue
+            if not net.local:
+                continue
+            where = self.network_hosts(name)
+            for host in (net.ip_ranges or {}):
+                if host not in where:
+                    out.append(
+                        (
+                            ("networks", name, "ip_ranges", host),
+                            f"{host} does not get network {name} (its hosts: {', '.join(where)})",
+                            "give slices only to the network's hosts",
+                        )
+                    )
+            if net.parent is not None:
+                for host in where:
+                    key = (host, net.parent)
+                    if key in parents:
+                        out.append(
+                            (
+                                ("networks", name, "parent"),
+                                f"{parents[key]} and {name} both sit on {net.parent} of {host}; Docker allows one "
+                                "macvlan/ipvlan network per parent interface",
+                                f"put {name} on a VLAN sub-interface, e.g. parent: {net.parent}.50 (Docker creates it)",
+                            )
+                        )
+                        break
+                    parents[key] = name
+            if net.driver in ("macvlan", "ipvlan"):
+                slices = self.slices(name)
+                if net.gateway is not None:
+                    for host, rng in slices.items():
+                        if net.gateway in rng:
+                            out.append(
+                                (
+                                    ("networks", name, "gateway"),
+                                    f"gateway {net.gateway} lies in {host}'s address slice {rng}",
+                                    "move the gateway out of the slices, or give ip_ranges that leave it out",
+                                )
+                            )
+        return out
+
+    def _container_problems(self) -> list[tuple[tuple[str, ...], str, str]]:
+        out: list[tuple[tuple[str, ...], str, str]] = []
+        static: dict[tuple[str, str, str], str] = {}  # (scope, network, address) -> container
+        ports: dict[str, list[tuple[tuple[str, int | None, str], str]]] = {}
+        for name, c in self.containers.items():
+            if c.host not in self.hosts:
+                close = difflib.get_close_matches(c.host, list(self.hosts), n=1)
+                out.append(
+                    (
+                        ("containers", name, "host"),
+                        f"unknown host '{c.host}'",
+                        (f"did you mean '{close[0]}'? " if close else "")
+                        + f"name a host defined under 'hosts' ({', '.join(self.hosts)})",
+                    )
+                )
+                continue
+            for net_name, attach in c.networks.items():
+                where = ("containers", name, "networks", net_name)
+                if net_name in ("host", "none"):
+                    out.append((where, f"'{net_name}' is a network mode", f"write network_mode: {net_name}"))
+                    continue
+                if net_name == "bridge":
+                    if attach.ipv4_address is not None:
+                        out.append(
+                            (where, "Docker's default bridge takes no static address", "remove ipv4_address")
+                        )
+                    continue
+                net = self.networks.get(net_name)
+                if net is None:
+                    close = difflib.get_close_matches(net_name, [*self.networks, *BUILTIN_NETWORKS], n=1)
+                    out.append(
+                        (
+                            where,
+                            f"unknown network '{net_name}'",
+                            (f"did you mean '{close[0]}'? " if close else "")
+                            + "declare it under 'networks:' (or use Docker's own 'bridge')",
+                        )
+                    )
+                    continue
+                if net.local and c.host not in self.network_hosts(net_name):
+                    out.append(
+                        (
+                            where,
+                            f"network {net_name} is not on {c.host} "
+                            f"(its hosts: {', '.join(self.network_hosts(net_name))})",
+                            f"add {c.host} to networks.{net_name}.hosts, or run the container on one of those hosts",
+                        )
+                    )
+                    continue
+                addr = attach.ipv4_address
+                if addr is None:
+                    continue
+                if addr not in net.subnet:
+                    out.append(
+                        (
+                            (*where, "ipv4_address"),
+                            f"{addr} is outside {net_name}'s subnet {net.subnet}",
+                            f"use an address inside {net.subnet}",
+                        )
+                    )
+                    continue
+                if net.gateway is not None and addr == net.gateway:
+                    out.append(((*where, "ipv4_address"), f"{addr} is {net_name}'s gateway", "use another address"))
+                    continue
+                if net.driver in ("macvlan", "ipvlan"):
+                    other = next((h for h, r in self.slices(net_name).items() if addr in r and h != c.host), None)
+                    if other is not None:
+                        out.append(
+                            (
+                                (*where, "ipv4_address"),
+                                f"{addr} lies in {other}'s address slice of {net_name}, where {other}'s Docker "
+                                "hands out addresses on its own",
+                                f"use an address of {c.host}'s slice ({self.slices(net_name).get(c.host)}) or outside "
+                                "every slice",
+                            )
+                        )
+                        continue
+                # a bridge is one network per host; overlay and macvlan segments span hosts
+                scope = c.host if net.driver == "bridge" else "*"
+                key = (scope, net_name, str(addr))
+                if key in static:
+                    out.append(
+                        (
+                            (*where, "ipv4_address"),
+                            f"{addr} on {net_name} is also given to container {static[key]}",
+                            "give each container its own address",
+                        )
+                    )
+                static[key] = name
+            for i, p in enumerate(c.ports):
+                if p.host_port is None:
+                    continue
+                for bound, text in ports.get(c.host, []):
+                    if port_clash(bound, p.key):
+                        out.append(
+                            (
+                                ("containers", name, "ports", str(i)),
+                                f"host port {p.host_port}/{p.proto} on {c.host} is already published by {text}",
+                                "publish each host port once per host",
+                            )
+                        )
+                        break
+                ports.setdefault(c.host, []).append((p.key, f"{name} ({p.text})"))
+        return out
 
     def _placement_problems(self) -> list[tuple[tuple[str, ...], str, str]]:
         """The lock host and the docker group must name what the inventory has."""
@@ -782,6 +1047,35 @@ class Inventory(_Model):
             return self.resolve_pattern(self.docker.group) or list(self.hosts)
         except ValueError:
             return list(self.hosts)
+
+    def network_hosts(self, name: str) -> list[str]:
+        """Where a network exists: an overlay on every docker host, a local network on its ``hosts``."""
+        net = self.networks[name]
+        if not net.local or net.hosts is None:
+            return self.docker_hosts()
+        try:
+            return self.resolve_pattern(net.hosts)
+        except ValueError:
+            return []
+
+    def slices(self, name: str) -> dict[str, IPNetwork]:
+        """Each host's --ip-range of a macvlan/ipvlan network, so hosts sharing a segment never hand out
+        one address twice: ``ip_ranges`` when given; else the subnet cut into equal slices (at least 8,
+        more as hosts need), slice 0 left for the gateway, static addresses and shims, and host i of
+        the network's hosts (inventory order) taking slice i + 1. A host added at the end takes a new
+        slice and moves nobody's (once made, a slice is also read back from the host's network)."""
+        net = self.networks[name]
+        if net.ip_ranges is not None:
+            return {h: ipaddress.ip_network(str(r)) for h, r in net.ip_ranges.items()}
+        hosts = self.network_hosts(name)
+        count = 8
+        while count < len(hosts) + 1:
+            count *= 2
+        extra = max(0, (count - 1).bit_length())
+        if net.subnet.prefixlen + extra > net.subnet.max_prefixlen - 2:
+            return {}  # too small to split: every host shares it (validation of containers still applies)
+        cuts: list[IPNetwork] = [ipaddress.ip_network(str(c)) for c in net.subnet.subnets(prefixlen_diff=extra)]
+        return {h: cuts[i + 1] for i, h in enumerate(hosts)}
 
     def lock_host(self) -> str:
         """Where the cluster lock lives: lock.host, else the first store host, else the first docker host."""
