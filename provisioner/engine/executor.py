@@ -28,7 +28,18 @@ from provisioner.engine.lock import RunLock, this_run
 from provisioner.engine.results import RunReport, Status, TaskResult, redact
 from provisioner.errors import ConnectError, HostKeyError, ProvisionerError
 from provisioner.facts import HostFacts, gather
-from provisioner.modules.base import FLAGS, ApplyContext, Change, Check, Module, NoOp, PlanContext, registry
+from provisioner.modules.base import (
+    FLAGS,
+    ApplyContext,
+    Change,
+    Check,
+    CheckFailed,
+    CheckOutcome,
+    Module,
+    NoOp,
+    PlanContext,
+    registry,
+)
 from provisioner.steps import StepState
 
 if TYPE_CHECKING:
@@ -128,6 +139,7 @@ class Executor:
         self._modules: dict[str, Module[Any]] = {n: cls() for n, cls in registry().items()}
         self._watch: dict[str, set[str]] = {}
         self._probes: dict[str, dict[str, str]] = {}
+        self._fact_sections: dict[str, set[str]] = {}  # optional fact sections each host's tasks need
         self._pool = ThreadPoolExecutor(max_workers=self.forks, thread_name_prefix="host")
         self.lock_spec = lock
         self._lock: RunLock | None = None
@@ -167,9 +179,11 @@ class Executor:
                 True,
                 lambda: gather(
                     self.connection(host),
-                    files=sorted(self._watch.get(host, set()) | self._always_watched()),
+                    files=sorted(self._watch.get(host, set())),
                     probes=self._probes.get(host, {}),
                     dropin=self.inventory.docker.dropin,
+                    # optional sections the tasks asked for (set by _register_watches; none before a run)
+                    sections=sorted(self._fact_sections.get(host, ())),
                 ),
             )
             st.stale = False
@@ -198,9 +212,6 @@ class Executor:
                     old.close()
             return fn()
 
-    def _always_watched(self) -> set[str]:
-        return {self.inventory.docker.dropin, self.inventory.docker.daemon_json}
-
     def _prepare(self, host: str) -> bool:
         """Connect and gather facts; False (and reported) when the host is unreachable or broken."""
         st = self._state(host)
@@ -219,11 +230,12 @@ class Executor:
         return False
 
     def _register_watches(self, plays: Sequence[Play]) -> None:
-        """Collect, per host, every file and probe any task will need, so one round trip gets all."""
+        """Collect, per host, every file, probe and fact section any task will need: one round trip gets all."""
         for play in plays:
             for task in [*play.tasks, *play.handlers]:
                 mod = self._modules[task.module]
                 for host in play.hosts:
+                    self._fact_sections.setdefault(host, set()).update(mod.fact_sections(task.args, self.inventory))
                     self._watch.setdefault(host, set()).update(mod.watch(task.args, self.inventory))
                     self._probes.setdefault(host, {}).update(mod.probes(task.args))
                     self._probes[host].update(mod.inventory_probes(task.args, self.inventory))
@@ -492,13 +504,17 @@ class Executor:
         t0 = time.monotonic()
         if self.check:
             return TaskResult(play.name, task.name, task.module, host, "ok", f"not run in plan: {check.description}")
+        data: dict[str, Any] | None = None
         try:
             status: Status = "ok"
-            message = self.retrying(host, check.description, check.retry_safe, lambda: check.run(self._context(host)))
+            out = self.retrying(host, check.description, check.retry_safe, lambda: check.run(self._context(host)))
+            message, data = (out.text, out.data) if isinstance(out, CheckOutcome) else (out, None)
         except Exception as e:  # classified by _failure
             status, message = self._failure(host, task.module, e)
+            if isinstance(e, CheckFailed):
+                data = e.data
         return TaskResult(
-            play.name, task.name, task.module, host, status, message, [], time.monotonic() - t0, report=True
+            play.name, task.name, task.module, host, status, message, [], time.monotonic() - t0, report=True, data=data
         )
 
     def _failure(self, host: str, module: str, e: Exception) -> tuple[Status, str]:
