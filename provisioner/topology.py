@@ -365,7 +365,7 @@ class _Builder:
         elif self.store_hosts:
             url = _store_url(inv)
             lines.append(f"--cluster-store {url or '?'}")
-            label = "--cluster-store"
+            label = ""  # the dockerd box says --cluster-store; a label here collides with VXLAN
             if facts is not None:
                 have = facts.docker.cluster_store
                 if not have:
