@@ -7,6 +7,7 @@ inventory and facts give the same bytes; tests compare them with golden files.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import textwrap
@@ -277,6 +278,10 @@ def check_writable(path: Path) -> None:
     if not parent.is_dir():
         raise UsageError(
             f"-o {path}: folder {parent} does not exist\n    fix: create it (mkdir -p {parent}) or pick another path"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(
+            f"-o {path}: not writable by this user\n    fix: pick a path you can write to, or fix its permissions"
         )
 
 

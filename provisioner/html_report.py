@@ -11,6 +11,7 @@ Everything is visible without JavaScript (no collapsed sections that need a clic
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -343,3 +344,7 @@ def check_writable(path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"--html {path}: folder {parent} does not exist\n    fix: create it (mkdir -p {parent})")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(
+            f"--html {path}: not writable by this user\n    fix: pick a path you can write to, or fix its permissions"
+        )
