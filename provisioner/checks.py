@@ -267,7 +267,7 @@ class Outcome:
         }
 
 
-LEGEND = "  (ok: reached; isolated: no reply, as expected; BROKEN: reached, isolation expected; ?: no expectation)"
+LEGEND = "  (ok: reached; isolated: no reply, as expected; BROKEN: reached, isolation expected; ?: not decided)"
 
 
 @dataclass
@@ -290,10 +290,6 @@ class Matrix:
             for dst in self.endpoints:
                 if (src, dst) in texts:
                     cells.append(texts[(src, dst)])
-                elif src == dst:
-                    cells.append("-")
-                elif src in self.start_errors or dst in self.start_errors:
-                    cells.append("n/a")
                 else:
                     cells.append("-")  # itself, or no expectation for the pair
             lines.append(src.ljust(width) + "".join(c.ljust(width) for c in cells))
