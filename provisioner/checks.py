@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from provisioner.connection.base import ShellConnection, q
 from provisioner.errors import ProvisionerError, TaskError
@@ -41,6 +41,9 @@ FAILED: frozenset[Verdict] = frozenset({"no reply", "isolation broken", "not run
 PROBE_LABEL = "provisioner.probe"
 MARK = "@@V@@"
 _EXEC = 'docker exec "$1" '  # how the fallback runs a test's command in the probe named by its first argument
+# a pair that must not reach is tried this many times (about a second each): enough for ARP and a
+# learned endpoint; the check must not wait a reach's whole deadline for every isolated pair
+BRIEF_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -114,10 +117,12 @@ class Probe:
 @dataclass(frozen=True)
 class Kind:
     """A kind of test. ``body(settings, x)`` is the body of a shell function called as ``F PROBE TARGET
-    TAG``; it prefixes every command that must run inside the probe with ``x`` (``''`` when the function
-    itself runs inside the probe, ``docker exec "$1" `` for the fallback on the host) and prints
-    ``MARK TAG ok`` (reached) or ``MARK TAG FAIL [detail]``. ``hints`` are the usual causes of a failure,
-    by verdict, or by ``verdict/context`` for a context the caller names (e.g. ``no reply/swarm``)."""
+    TAG [BRIEF]``; it prefixes every command that must run inside the probe with ``x`` (``''`` when the
+    function itself runs inside the probe, ``docker exec "$1" `` for the fallback on the host) and prints
+    ``MARK TAG ok`` (reached) or ``MARK TAG FAIL [detail]``. ``BRIEF`` is set for a pair that must not
+    reach (or is undecided): try a few seconds, not the whole deadline a reach gets to come up.
+    ``hints`` are the usual causes of a failure, by verdict, or by ``verdict/context`` for a context the
+    caller names (e.g. ``no reply/swarm``)."""
 
     name: str  # also part of the shell function names: letters and _ only
     title: str  # matrix header after the network: "ping from (row) to (column)"
@@ -137,10 +142,10 @@ def _ping_body(s: VerifySettings, x: str) -> str:
     wait = max(1, round(s.timeout))
     attempts = max(s.retries + 1, round((s.retries + 1) * s.timeout / 2))
     return (
-        "i=0; while :; do "
+        f'n={attempts}; [ -n "$4" ] && n={BRIEF_ATTEMPTS}; i=0; while :; do '
         f'if {x}ping -c 1 -W 1 "$2" >/dev/null 2>&1 && {x}ping -c {s.ping_count} -W {wait} "$2" >/dev/null 2>&1; '
         f'then echo "{MARK} $3 ok"; return; fi; '
-        f'i=$((i+1)); [ $i -ge {attempts} ] && break; sleep 1; done; echo "{MARK} $3 FAIL"'
+        f'i=$((i+1)); [ $i -ge $n ] && break; sleep 1; done; echo "{MARK} $3 FAIL"'
     )
 
 
@@ -348,6 +353,16 @@ class Results:
 # ---- the lifecycle -----------------------------------------------------------------------------------
 
 
+class Trial(NamedTuple):
+    """One test as a probe runs it."""
+
+    probe: str  # the probe's container
+    kind: Kind
+    target: str
+    tag: str  # names its result line
+    brief: bool  # must not reach, or undecided: tried briefly
+
+
 @dataclass
 class _Started:
     name: str  # the container's name (a retried start renames it)
@@ -388,31 +403,35 @@ def start_script(host: str, probes: Sequence[Probe], image: str, lifetime: int) 
     return "\n".join(lines) + "\n"
 
 
-def probe_script(tests: Sequence[tuple[str, Kind, str, str]], settings: VerifySettings) -> str:
-    """tests: (probe container, kind, target, tag). Each probe's tests run in parallel inside it.
+def probe_script(tests: Sequence[Trial], settings: VerifySettings) -> str:
+    """Each probe's tests run in parallel inside it; prints ``MARK TAG ok|FAIL`` per test.
 
     One `docker exec` per probe runs every test of that probe (a `docker exec` costs a CLI process, the
     daemon and runc: ~0.1 s of CPU, and N hosts x N-1 of them made the matrix the slowest part of a
     run). A probe image without a shell falls back to one `docker exec ... ping` per target.
     """
-    kinds = list({k.name: k for _, k, _, _ in tests}.values())
+    kinds = list({t.kind.name: t.kind for t in tests}.values())
     lines = [f"x_{k.name}() {{ {k.body(settings, _EXEC)}; }}" for k in kinds]
     lines.append("o=$(mktemp) || exit 1; trap 'rm -f \"$o\"' EXIT")
-    by_probe: dict[str, list[tuple[Kind, str, str]]] = {}
-    for probe, kind, target, tag in tests:
-        by_probe.setdefault(probe, []).append((kind, target, tag))
+    by_probe: dict[str, list[Trial]] = {}
+    for t in tests:
+        by_probe.setdefault(t.probe, []).append(t)
+
+    def args(t: Trial) -> str:
+        return f"{q(t.target)} {t.tag}" + (" brief" if t.brief else "")
+
     for k, (probe, group) in enumerate(by_probe.items()):
-        used = list({kd.name: kd for kd, _, _ in group}.values())
+        used = list({t.kind.name: t.kind for t in group}.values())
         inner = "\n".join(
             [f"c_{kd.name}() {{ {kd.body(settings, '')}; }}" for kd in used]
-            + [f"c_{kd.name} - {q(target)} {tag} &" for kd, target, tag in group]
+            + [f"c_{t.kind.name} - {args(t)} &" for t in group]
             + ["wait"]
         )
         out = f'"$o.{k}"'
         lines += [
             f"( docker exec {q(probe)} sh -c {q(inner)} >{out} 2>&1",
             f'if grep -q "^{MARK} " {out}; then grep "^{MARK} " {out}; else',
-            *(f"x_{kd.name} {q(probe)} {q(target)} {tag} &" for kd, target, tag in group),
+            *(f"x_{t.kind.name} {q(probe)} {args(t)} &" for t in group),
             f"wait; fi; rm -f {out} ) &",
         ]
     lines.append("wait")
@@ -530,8 +549,8 @@ def run_checks(
             return marked(conn_of(host).run("sh -s", sudo=True, stdin=script.encode(), timeout=timeout).stdout)
 
         for host, rows in zip(hosts, ctx.fan_out(_guarded(test), hosts), strict=True):
-            for _, _, _, tag in plans[host]:
-                o = tags[tag]
+            for t in plans[host]:
+                o = tags[t.tag]
                 if isinstance(rows, str):
                     o.cause = rows if rows.startswith(f"{host}:") else f"{host}: {rows}"
                 else:
@@ -553,9 +572,8 @@ def _plan_tests(
     started: Mapping[str, _Started],
     start_errors: Mapping[str, str],
     addresses: Mapping[tuple[str, Via], str],
-) -> dict[str, list[tuple[str, Kind, str, str]]]:
-    """Per host, the tests its probes run: (probe container, kind, target, tag). Outcomes that cannot run
-    get their reason."""
+) -> dict[str, list[Trial]]:
+    """Per host, the tests its probes run. Outcomes that cannot run get their reason."""
     on_net: dict[tuple[str, Via], Probe] = {}
     shared: dict[str, Probe] = {}
     for host_probes in by_host.values():
@@ -564,7 +582,7 @@ def _plan_tests(
                 on_net.setdefault((p.endpoint, p.net), p)
             else:
                 shared.setdefault(p.endpoint, p)
-    plans: dict[str, list[tuple[str, Kind, str, str]]] = {h: [] for h in by_host}
+    plans: dict[str, list[Trial]] = {h: [] for h in by_host}
     for i, o in enumerate(outcomes):
         e = o.expectation
         src = on_net.get((e.source, e.via)) or shared.get(e.source)
@@ -582,7 +600,8 @@ def _plan_tests(
         elif o.address is None:
             o.cause = f"no address of {e.destination} on {e.via}"
         else:
-            plans[src.host].append((started[src.name].name, KINDS[e.kind], o.address, f"t{i}"))
+            brief = e.expected != "reach"
+            plans[src.host].append(Trial(started[src.name].name, KINDS[e.kind], o.address, f"t{i}", brief))
     return plans
 
 

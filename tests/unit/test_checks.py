@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from provisioner.checks import (
+    BRIEF_ATTEMPTS,
     PING,
     Expectation,
     Net,
@@ -25,6 +26,7 @@ from provisioner.checks import (
     Port,
     Probe,
     Results,
+    Trial,
     Via,
     cleanup_command,
     probe_script,
@@ -113,7 +115,7 @@ class Host:
             raise self.test_raises
         out = [
             f"@@V@@ {tag} {'ok' if target in self.reaches else 'FAIL'}"
-            for target, tag in re.findall(r"^x_ping \S+ (\S+) (t\d+) &$", text, re.M)
+            for target, tag in re.findall(r"^x_ping \S+ (\S+) (t\d+)(?: brief)? &$", text, re.M)
         ]
         return RunResult(0, "\n".join(out) + "\n", "")
 
@@ -195,6 +197,12 @@ def test_isolation_broken_unknown_and_local_networks_keyed_by_host() -> None:
     assert "bridge@lab2: ping from (row) to (column)" in text and re.search(r"^box\s+-\s+BROKEN$", text, re.M)
     # net1@lab2's grid: rows and columns lab2, box, web (the order they first appear)
     assert re.search(r"^box\s+isolated\s+-\s+-$", text, re.M) and re.search(r"^web\s+-\s+none\?\s+-$", text, re.M)
+    # pairs that must not reach (or are undecided) are tried briefly; reaches get the whole deadline
+    assert re.findall(r"^x_ping \S+ \S+ (t\d) ?(\S*) &$", hosts["lab2"].scripts[1], re.M) == [
+        ("t0", ""),
+        ("t2", "brief"),
+        ("t3", "brief"),
+    ]
     assert "BROKEN: reached, isolation expected" in text and "ov: ping" in text.split("\n\n")[0]
     hints = res.hints("overlay")
     assert any("DOCKER-USER" in h for h in hints) and any("4789" in h for h in hints)
@@ -309,6 +317,7 @@ exec)
 esac
 """
 STUB_PING = """#!/bin/sh
+echo "ping $*" >>"$LOG"
 for target; do :; done
 grep -qx "$target" "$REACH"
 """
@@ -353,13 +362,25 @@ def test_start_script_takes_any_address_when_the_fixed_one_is_taken_and_reports_
 
 
 def test_probe_script_falls_back_to_one_exec_per_test_without_sh(stub: Any) -> None:
-    tests = [("with-sh", PING, "198.19.1.3", "t0"), ("with-sh", PING, "198.19.1.4", "t1"),
-             ("no-sh", PING, "198.19.1.3", "t2"), ("no-sh", PING, "198.19.1.4", "t3")]  # fmt: skip
+    tests = [
+        Trial(probe, PING, target, f"t{i}", False)
+        for i, (probe, target) in enumerate(
+            [("with-sh", "198.19.1.3"), ("with-sh", "198.19.1.4"), ("no-sh", "198.19.1.3"), ("no-sh", "198.19.1.4")]
+        )
+    ]
     out, log = stub(probe_script(tests, SETTINGS), NO_SH="no-sh")
     assert sorted(out.splitlines()) == ["@@V@@ t0 ok", "@@V@@ t1 FAIL", "@@V@@ t2 ok", "@@V@@ t3 FAIL"]
     execs = [shlex.split(line)[1:4] for line in log if line.startswith("docker exec")]
     assert execs.count(["exec", "with-sh", "sh"]) == 1  # all of a probe's tests in one exec
     assert ["exec", "no-sh", "ping"] in execs and ["exec", "with-sh", "ping"] not in execs
+
+
+def test_a_pair_that_must_not_reach_is_tried_briefly_not_for_the_whole_deadline(stub: Any) -> None:
+    patient = VerifySettings(retries=3, timeout=10, ping_count=1)  # a reach gets 20 tries, one a second
+    tests = [Trial("p", PING, "198.19.1.4", "t0", True), Trial("p", PING, "198.19.1.3", "t1", True)]
+    out, log = stub(probe_script(tests, patient))
+    assert sorted(out.splitlines()) == ["@@V@@ t0 FAIL", "@@V@@ t1 ok"]  # isolated; reached (isolation broken)
+    assert log.count("ping -c 1 -W 1 198.19.1.4") == BRIEF_ATTEMPTS
 
 
 def test_cleanup_removes_probes_by_name_and_label_and_forces_endpoints_out(stub: Any) -> None:
