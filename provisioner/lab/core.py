@@ -62,6 +62,17 @@ def _forward_rule(bridge: str) -> list[str]:
     return ["-t", "filter", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
 
 
+def egress_rule(bridge: str, lid: str) -> list[str]:
+    """Nothing from the lab leaves this machine: drop every packet forwarded from the lab bridge to any
+    other interface (the uplink, another lab's bridge, docker0). Lab hosts route everything that is not on
+    the lab via the bridge, so where this machine forwards, an isolation or NAT-out probe would otherwise
+    leave through the uplink un-NATed. In mangle FORWARD, which comes before filter FORWARD and which no
+    dockerd writes to: an ACCEPT that a dockerd (re)inserts at the top of filter FORWARD cannot precede it."""
+    return ["-t", "mangle", "FORWARD", "-i", bridge, "!", "-o", bridge,
+            "-m", "comment", "--comment", f"provisioner lab {lid}: no lab packet leaves this machine",
+            "-j", "DROP"]  # fmt: skip
+
+
 def _clean_dead_private_engine(st: LabState, reporter: Reporter) -> None:
     """The private dockerd of this lab died (killed session, reboot): remove what it left in the kernel."""
     with reporter.step("cleaning leftovers of this lab's earlier dockerd"):
@@ -159,12 +170,15 @@ def _converge(
     st.network = hosts.ensure_network(client, lid, net, bridge)
     st.bridge = bridge
     state.save(sd, st)
-    if st.engine_owned:
-        rule = _forward_rule(bridge)
-        safety.add_rule(rule)
+    rules = [_forward_rule(bridge)] if st.engine_owned else []
+    if st.engine_url.startswith("unix://"):  # the bridge is on this machine (a remote engine: on its own)
+        rules.insert(0, egress_rule(bridge, lid))  # before any host starts
+    for rule in rules:
+        # recorded before it is added: a run killed in between leaves nothing this lab does not know of
         if rule not in st.iptables_rules:
             st.iptables_rules.append(rule)
-        state.save(sd, st)
+            state.save(sd, st)
+        safety.add_rule(rule)
 
     key_path = sd / "id_ed25519"
     pubkey = hosts.write_private_key(key_path)

@@ -49,6 +49,9 @@ def render(
         "verify:",
         f"  image: {images['probe']}",
         f"  image_archive: {archives['probe']}",
+        "  # NAT out: containers reach the kv host, a lab host outside every container network; its replies",
+        "  # stay in the lab and it can see the source address the packets arrive from (the MASQUERADE check)",
+        f"  outside: {hosts[0][1]}",
     ]
     return "\n".join(lines) + "\n"
 

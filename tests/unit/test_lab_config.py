@@ -84,3 +84,4 @@ def test_written_inventory_validates(tmp_path: Path) -> None:
     assert inv.groups()["kv"] == ["lab1"] and inv.groups()["docker"] == ["lab2", "lab3"]
     assert inv.kv_store.image == "provisioner-lab/consul:1.8.7"
     assert str(inv.networks["ov_net1"].subnet) == "198.19.1.0/24"
+    assert str(inv.verify.outside) == "198.18.0.11"  # a lab address: NAT-out probes never leave the lab
