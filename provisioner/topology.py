@@ -140,15 +140,31 @@ def _net_lines(name: str, driver: str, subnet: str, gateway: str, ip_range: str,
     return lines
 
 
-def _wanted_lines(name: str, net: Network) -> list[str]:
-    return _net_lines(
+def _wanted_lines(name: str, net: Network, host_range: str = "") -> list[str]:
+    """``host_range``: this host's own slice of a macvlan/ipvlan subnet (its --ip-range)."""
+    lines = _net_lines(
         name,
         net.driver,
         str(net.subnet),
         str(net.gateway) if net.gateway is not None else "",
-        str(net.ip_range) if net.ip_range is not None else "",
+        host_range or (str(net.ip_range) if net.ip_range is not None else ""),
         net.parent or "",
     )
+    if net.mode:
+        lines.append(f"mode {net.mode}")
+    if net.shim:
+        lines.append("shim: the host reaches its containers")
+    if net.internal:
+        lines.append("internal: no way out")
+    return lines
+
+
+def _host_range(inv: Inventory, name: str, host: str) -> str:
+    """This host's slice of a macvlan/ipvlan network ('' when the inventory does not split it)."""
+    if inv.networks[name].driver not in ("macvlan", "ipvlan"):
+        return ""
+    got = inv.slices(name).get(host)
+    return str(got) if got is not None else ""
 
 
 def _fact_lines(n: NetworkFact) -> list[str]:
@@ -402,17 +418,24 @@ class _Builder:
         nid = node_id("net", host, name)
         mark: Mark = dead
         why = ""
+        host_range = _host_range(self.inv, name, host)
         if facts is not None:
             have = facts.docker.network(name)
             if have is None:
                 mark = "missing"
             else:
                 diffs = drift(net, have)
+                if host_range and have.ip_ranges and (net.ip_ranges is None or have.ip_ranges == [host_range]):
+                    # a slice once made stays (docker_network keeps it); given ip_ranges are the user's word
+                    host_range = have.ip_ranges[0]
+                    diffs = [d for d in diffs if not d.startswith("ip_range:")]
                 if diffs:
                     mark, why = "different", diffs[0]
             self.find(host, f"{net.driver} network {name} {mark}{': ' + why if why else ''}", mark)
-        box.nodes.append(Node(nid, "network", _mark_lines(_wanted_lines(name, net), mark, why), mark))
+        box.nodes.append(Node(nid, "network", _mark_lines(_wanted_lines(name, net, host_range), mark, why), mark))
         masq = net.options.get("com.docker.network.bridge.enable_ip_masquerade", "true") != "false"
+        if net.internal:
+            return nid  # no way out, by design
         self._way_out(box, host, nid, net.driver, net.parent, if_id, facts, dead, masq, [str(net.subnet)])
         return nid
 
@@ -429,14 +452,14 @@ class _Builder:
         nat: bool = True,
         subnets: list[str] | None = None,
     ) -> None:
-        if driver == "macvlan":
+        if driver in ("macvlan", "ipvlan"):
             pid = if_id
             if parent and node_id("if", host, parent) != if_id:
                 known = any(n.id == node_id("if", host, parent) for n in box.nodes)
                 pid = self._interface(box, host, parent, facts, dead, default_addr="")
                 if not known:
                     self.topo.edges.append(Edge(pid, "underlay", "uplink", "", dead))
-            self.topo.edges.append(Edge(nid, pid, "parent", "macvlan on parent (no NAT)", dead))
+            self.topo.edges.append(Edge(nid, pid, "parent", f"{driver} on parent (no NAT)", dead))
         elif driver == "bridge":
             label, mark = ("NAT out (MASQUERADE)", dead) if nat else ("no NAT (masquerade off)", dead)
             fw = facts.docker.firewall if facts is not None and facts.gathered("firewall") else None

@@ -178,7 +178,9 @@ def test_inventory_shows_what_the_tutorial_shows(inv: Inventory) -> None:
     assert (node_id("net", "host1", "mv1"), node_id("if", "host1", "eth1"), "parent") in {
         (e.src, e.dst, e.kind) for e in topo.edges
     }
-    assert "range 198.18.53.192/27" in _node(topo, node_id("net", "host1", "mv1"))[1]
+    # each host its own slice of the macvlan subnet (slice 0 left for the gateway and shims)
+    assert "range 198.18.53.32/27" in _node(topo, node_id("net", "host1", "mv1"))[1]
+    assert "range 198.18.53.64/27" in _node(topo, node_id("net", "host2", "mv1"))[1]
     # each dockerd points at the store
     stores = {(e.src, e.dst) for e in topo.edges if e.kind == "store"}
     assert stores == {(node_id("dockerd", h), node_id("store", "consul")) for h in ("host1", "host2")}
@@ -372,3 +374,45 @@ def test_local_networks_go_where_their_hosts_say(tmp_path: Path) -> None:
     ids = topo.node_ids()
     assert node_id("net", "host2", "mv1") in ids and node_id("net", "host1", "mv1") not in ids
     assert node_id("net", "host1", "net1") in ids and node_id("net", "consul", "net1") not in ids
+
+
+def test_ipvlan_internal_and_live_slices(tmp_path: Path) -> None:
+    path = tmp_path / "kinds.yml"
+    path.write_text(
+        "connection: {host_key_policy: accept-new, known_hosts: known_hosts}\n"
+        "hosts:\n  a: {address: 198.18.50.21}\n  b: {address: 198.18.50.22}\n"
+        "networks:\n"
+        "  iv: {driver: ipvlan, subnet: 198.18.53.0/24, parent: eth0, mode: l2}\n"
+        "  back: {driver: bridge, subnet: 198.18.52.0/24, internal: true}\n"
+    )
+    inv = load_inventory(path)
+    topo = build(inv)
+    assert ("ipvlan on parent (no NAT)", "parent") in {
+        (e.label, e.kind) for e in topo.edges if e.src == node_id("net", "a", "iv")
+    }
+    assert "mode l2" in _node(topo, node_id("net", "a", "iv"))[1]
+    assert "internal: no way out" in _node(topo, node_id("net", "a", "back"))[1]
+    assert not [e for e in topo.edges if e.src == node_id("net", "a", "back")]  # no NAT edge
+    # a host's live slice is kept (docker_network never moves one): not drift, and drawn as it is
+    live = {
+        h: _facts(
+            h,
+            addr,
+            networks=[
+                _net(
+                    "iv",
+                    "ipvlan",
+                    "198.18.53.0/24",
+                    ip_ranges=["198.18.53.96/27"],
+                    options={"parent": "eth0", "ipvlan_mode": "l2"},
+                ),
+                _net("back", "bridge", "198.18.52.0/24"),
+            ],
+        )
+        for h, addr in (("a", "198.18.50.21"), ("b", "198.18.50.22"))
+    }
+    topo = build(inv, dict(live))
+    mark, lines = _node(topo, node_id("net", "a", "iv"))
+    assert mark == ""
+    assert "range 198.18.53.96/27" in lines
+    assert not [f for f in topo.findings if "iv" in f], topo.findings
