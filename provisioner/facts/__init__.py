@@ -25,10 +25,12 @@ from provisioner.facts import host as _host  # noqa: F401
 from provisioner.facts import service as _service  # noqa: F401
 from provisioner.facts import docker as _docker  # noqa: F401
 from provisioner.facts import firewall as _firewall  # noqa: F401
+from provisioner.facts import links as _links  # noqa: F401
 
 # isort: on
 from provisioner.facts.docker import ADDRESSES, ENGINE, PORTS
 from provisioner.facts.firewall import FIREWALL
+from provisioner.facts.links import LINK_KINDS, MACVLAN_LINKS
 from provisioner.facts.model import (
     ContainerAddress,
     ContainerFact,
@@ -37,10 +39,13 @@ from provisioner.facts.model import (
     FileFact,
     HostFacts,
     Interface,
+    LinkKind,
+    MacvlanLink,
     Masquerade,
     NetworkFact,
     OSFacts,
     PublishedPort,
+    Route,
 )
 from provisioner.facts.registry import (
     MARK,
@@ -61,6 +66,8 @@ __all__ = [
     "ADDRESSES",
     "ENGINE",
     "FIREWALL",
+    "LINK_KINDS",
+    "MACVLAN_LINKS",
     "MARK",
     "PORTS",
     "ContainerAddress",
@@ -70,11 +77,14 @@ __all__ = [
     "FileFact",
     "HostFacts",
     "Interface",
+    "LinkKind",
+    "MacvlanLink",
     "Masquerade",
     "NetworkFact",
     "OSFacts",
     "Output",
     "PublishedPort",
+    "Route",
     "Section",
     "all_sections",
     "default_sections",

@@ -90,6 +90,7 @@ def _inspect(out: Output, facts: HostFacts) -> None:
                 gateways=[c["Gateway"] for c in ipam if c.get("Gateway")],
                 ip_ranges=[c["IPRange"] for c in ipam if c.get("IPRange")],
                 attachable=bool(n.get("Attachable")),
+                internal=bool(n.get("Internal")),
                 options=n.get("Options") or {},
                 labels=n.get("Labels") or {},
                 containers=sorted(_dict(c).get("Name", "") for c in _dict(n.get("Containers")).values()),

@@ -31,9 +31,35 @@ class NetworkFact(BaseModel):
     gateways: list[str] = Field(default_factory=list)
     ip_ranges: list[str] = Field(default_factory=list)
     attachable: bool = False
+    internal: bool = False  # --internal: no way out
     options: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     containers: list[str] = Field(default_factory=list)  # names of attached containers (this host)
+
+
+class LinkKind(BaseModel):
+    """Whether the kernel can create a link type (section ``link_kinds``): None when it could not be told."""
+
+    supported: bool | None = None
+    error: str = ""  # what `ip link add` said when it failed
+
+
+class MacvlanLink(BaseModel):
+    """A macvlan interface of the host itself (section ``macvlan_links``), e.g. a shim."""
+
+    name: str
+    parent: str = ""
+    mode: str = ""  # bridge | private | vepa | passthru | source
+    up: bool = False
+    cidrs: list[str] = Field(default_factory=list)  # IPv4 addresses with prefix length
+
+
+class Route(BaseModel):
+    """An IPv4 route of the main table (section ``macvlan_links``)."""
+
+    dst: str  # "default" or a CIDR ("198.18.86.32/27")
+    dev: str = ""
+    gateway: str = ""
 
 
 class ContainerAddress(BaseModel):
@@ -180,6 +206,11 @@ class HostFacts(BaseModel):
     files: dict[str, FileFact] = Field(default_factory=dict)
     probes: dict[str, int] = Field(default_factory=dict)  # probe name -> exit code
     docker: DockerFacts = Field(default_factory=DockerFacts)
+    # sections ``link_kinds`` and ``macvlan_links``: link type -> can the kernel make it; the host's own
+    # macvlan interfaces by name; its IPv4 routes
+    link_kinds: dict[str, LinkKind] = Field(default_factory=dict)
+    macvlan_links: dict[str, MacvlanLink] = Field(default_factory=dict)
+    routes: list[Route] = Field(default_factory=list)
     sections: list[str] = Field(default_factory=list)  # the sections gathered (an empty fact vs not asked)
 
     def gathered(self, section: str) -> bool:
