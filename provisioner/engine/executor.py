@@ -140,6 +140,7 @@ class Executor:
         self._watch: dict[str, set[str]] = {}
         self._probes: dict[str, dict[str, str]] = {}
         self._fact_sections: dict[str, set[str]] = {}  # optional fact sections each host's tasks need
+        self._view_epoch = 0  # report.changed when cluster-view tasks last refreshed their facts
         self._pool = ThreadPoolExecutor(max_workers=self.forks, thread_name_prefix="host")
         self.lock_spec = lock
         self._lock: RunLock | None = None
@@ -421,11 +422,18 @@ class Executor:
         return True
 
     def run_task(self, play: Play, task: Task, hosts: Sequence[str]) -> list[TaskResult]:
+        if not self.check and self._modules[task.module].cluster_view and self.report.changed > self._view_epoch:
+            # what other hosts changed may show here (a global network once its store runs): look again
+            for h in hosts:
+                self._state(h).stale = True
+            self._map(self._prepare, hosts)
+            self._view_epoch = self.report.changed
         planned: list[tuple[str, list[Change] | Check | TaskResult]] = list(
             zip(hosts, self._map(lambda h: self._plan(play, task, h), hosts), strict=True)
         )
         results: dict[str, TaskResult] = {}
         to_apply: list[tuple[str, list[Change]]] = []
+        left: dict[str, list[Change]] = {}  # optional changes apply leaves out for want of their flag
         for host, p in planned:
             if isinstance(p, TaskResult):
                 results[host] = p
@@ -436,7 +444,13 @@ class Executor:
             elif refused := self._refused(p):
                 results[host] = TaskResult(play.name, task.name, task.module, host, "failed", refused, p)
             else:
-                to_apply.append((host, p))
+                left[host] = [c for c in p if c.optional and self._missing_flag(c)]
+                todo = [c for c in p if not (c.optional and self._missing_flag(c))]
+                if todo:
+                    to_apply.append((host, todo))
+                else:
+                    msg = _wanting_flags("left as is", left[host])
+                    results[host] = TaskResult(play.name, task.name, task.module, host, "ok", msg, report=True)
         exclusive = [(h, c) for h, c in to_apply if any(ch.exclusive for ch in c)]
         parallel = [(h, c) for h, c in to_apply if not any(ch.exclusive for ch in c)]
         for (host, _), res in zip(
@@ -458,23 +472,21 @@ class Executor:
                 failed_at = host
         ordered = [results[h] for h in hosts if h in results]
         for r in ordered:
+            if r.status == "changed" and left.get(r.host):
+                r.message = _wanting_flags("left as is", left[r.host])
             if r.status != "unreachable":
                 self._record(r)
             if r.status == "failed":
                 self._state(r.host).dead = True
         return ordered
 
+    def _missing_flag(self, change: Change) -> bool:
+        return change.requires is not None and not self.options.get(change.requires)
+
     def _refused(self, changes: list[Change]) -> str:
         """Why apply must not carry out these changes without a flag the user did not give ('' if it may)."""
-        missing = [c for c in changes if c.requires is not None and not self.options.get(c.requires)]
-        if not missing:
-            return ""
-        flags = sorted({FLAGS.get(c.requires or "", c.requires or "") for c in missing})
-        return (
-            "not applied, since this needs " + " and ".join(flags) + ":\n"
-            + "\n".join(f"    {redact(c.description, c.secrets)}" for c in missing)
-            + f"\n    fix: pass {' '.join(flags)} to carry these out (or change the inventory to match the hosts)"
-        )
+        missing = [c for c in changes if not c.optional and self._missing_flag(c)]
+        return _wanting_flags("not applied", missing) if missing else ""
 
     def _context(self, host: str, secrets: tuple[str, ...] = ()) -> ApplyContext:
         st = self._state(host)
@@ -573,7 +585,20 @@ class Executor:
             status, message = self._failure(host, task.module, e)
         finally:
             st.stale = True
+            # a step run on another host over its connection changed that host too: its facts are stale
+            for other in {getattr(s, "host", None) for c in changes for s in c.steps} - {None, host}:
+                self._state(str(other)).stale = True
         return TaskResult(play.name, task.name, task.module, host, status, message, changes, time.monotonic() - t0)
+
+
+def _wanting_flags(outcome: str, changes: list[Change]) -> str:
+    """``outcome`` of changes whose flag was not given: which flags, the changes, the fix."""
+    flags = sorted({FLAGS.get(c.requires or "", c.requires or "") for c in changes})
+    return (
+        f"{outcome}, since this needs " + " and ".join(flags) + ":\n"
+        + "\n".join(f"    {redact(c.description, c.secrets)}" for c in changes)
+        + f"\n    fix: pass {' '.join(flags)} to carry these out (or change the inventory to match the hosts)"
+    )
 
 
 def apply_change(ctx: ApplyContext, change: Change) -> None:

@@ -73,7 +73,9 @@ class Change:
     executor applies one host at a time; after one fails, the group's changes on the remaining hosts
     are not applied (rolling restarts). ``requires`` names a command-line option (e.g.
     ``recreate_networks``) without which apply refuses the change: plan still shows it (exit 3) and
-    says which flag makes apply do it.
+    says which flag makes apply do it. An ``optional`` change is one apply leaves out without its flag
+    (and says so) while the task's other changes are still made, instead of refusing them all: a leftover
+    that harms nothing where it is (an undeclared container: ``--prune``).
     """
 
     description: str
@@ -85,6 +87,8 @@ class Change:
     rollback: list[Step] = field(default_factory=list)
     exclusive: str | None = None
     requires: str | None = None
+    # without the `requires` flag: left out and reported (True), or the task refused on that host (False)
+    optional: bool = False
     # secrets that must never be printed (replaced by *** in every rendering)
     secrets: tuple[str, ...] = ()
     # retry policy when the connection drops mid-change: True only if carrying the change out twice
@@ -98,7 +102,7 @@ class Change:
 
 
 # command-line options a change can require, and the flag that gives each
-FLAGS = {"recreate_networks": "--recreate-networks"}
+FLAGS = {"recreate_networks": "--recreate-networks", "prune": "--prune", "adopt": "--adopt"}
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,10 @@ class Module(Generic[A]):
     Args: ClassVar[type[ModuleArgs]]
     # a one-line summary shown by `provisioner modules` and in unknown-module errors
     summary: ClassVar[str] = ""
+    # plan() reads state that changes on other hosts (global networks appear once a store runs, a
+    # network made by one host is used on another): in apply, after anything changed in the run, the
+    # executor gathers its hosts' facts again before planning it
+    cluster_view: ClassVar[bool] = False
 
     def plan(self, ctx: PlanContext, args: A) -> Plan:
         raise NotImplementedError

@@ -379,6 +379,20 @@ def _vlan_base(parent: str) -> str | None:
 # ---- the module ---------------------------------------------------------------------------------------
 
 
+def store_not_running(inventory: Inventory, all_facts: Mapping[str, HostFacts]) -> str:
+    """Which store containers the facts show stopped ('' when none is known to be down)."""
+    if inventory.kv_store is None:
+        return ""
+    container = inventory.kv_store.backend
+    down = []
+    for host in inventory.kv_store.hosts:
+        f = all_facts.get(host)
+        c = f.docker.container(container) if f is not None else None
+        if c is not None and not c.running:
+            down.append(f"{container} on {host} is {c.status or 'stopped'}")
+    return ", ".join(down)
+
+
 def _lost_store_check(host: str, name: str, all_facts: Mapping[str, HostFacts]) -> None:
     """A global-scope network that other hosts see and this one does not: this Docker lost the store."""
     elsewhere = [h for h, f in all_facts.items() if h != host and f.docker.network(name)]
@@ -447,6 +461,7 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
         "the inventory's Docker networks: overlay (global scope), bridge/macvlan/ipvlan per host with per-host "
         "slices and shims; drift reported, recreated on request"
     )
+    cluster_view = True  # a global network shows here once the store runs or another host made it
 
     def describe(self, args: DockerNetworkArgs) -> str:
         return f"docker_network {args.name or 'inventory networks'}"
@@ -558,6 +573,7 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
         swarm = overlay_mode(inv, all_facts).mode == "swarm"
         changes: list[Change] = []
         same: list[str] = []
+        unknown: list[str] = []  # global networks Docker cannot list while its store is down
         elsewhere_only: list[str] = []
         for name, net in wanted.items():
             have = d.network(name)
@@ -584,6 +600,13 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
                     )
                 # swarm networks show on workers only once a container there uses them
                 if net.driver == "overlay" and not swarm:
+                    down = store_not_running(inv, all_facts)
+                    if down:
+                        # Docker lists no global network while its store is down: whether this one exists
+                        # (and how) is unknown until the store runs; apply looks again once it does
+                        unknown.append(f"{name} cannot be seen while the store is down ({down}); apply checks it "
+                                       "once the store runs")
+                        continue
                     _lost_store_check(ctx.host, name, all_facts)
                 cmd = create_command(name, net, swarm, rng)
                 create = Run(cmd, what=f"could not create network {name}")
@@ -621,9 +644,11 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
                 )
             )
             changes.extend(shim)
+        if not changes and not same and unknown:
+            return NoOp("; ".join(unknown))
         if not changes and not same:
             where = "; ".join(f"{n}: {', '.join(placed_on(inv, inv.networks[n]))}" for n in elsewhere_only)
             return NoOp(f"no network of the inventory is placed on {ctx.host} ({where})")
         if not changes:
-            return NoOp(f"{', '.join(same)} exist with the inventory's settings")
+            return NoOp("; ".join([f"{', '.join(same)} exist with the inventory's settings", *unknown]))
         return changes
