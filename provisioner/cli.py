@@ -223,6 +223,10 @@ def plan(
     recreate_networks: Annotated[
         bool, typer.Option("--recreate-networks", help="plan recreating networks whose settings drifted")
     ] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="plan removing managed containers no longer declared")] = False,
+    adopt: Annotated[
+        bool, typer.Option("--adopt", help="plan replacing unmanaged containers that have a declared name")
+    ] = False,
 ) -> None:
     """Dry run: per-host diffs and planned actions; changes nothing. Exit 3 when changes are pending."""
     _guard(
@@ -235,7 +239,7 @@ def plan(
         output=output,
         junit=junit,
         html=html,
-        options={"recreate_networks": recreate_networks, "verbose": verbose},
+        options={"recreate_networks": recreate_networks, "prune": prune, "adopt": adopt, "verbose": verbose},
     )
 
 
@@ -253,6 +257,13 @@ def apply(
     recreate_networks: Annotated[
         bool,
         typer.Option("--recreate-networks", help="recreate networks whose settings drifted (disconnects containers)"),
+    ] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="remove managed containers no longer declared (else left, and said so)")
+    ] = False,
+    adopt: Annotated[
+        bool,
+        typer.Option("--adopt", help="replace unmanaged containers that have a declared name (else refused)"),
     ] = False,
     lock_timeout: Annotated[
         float, typer.Option("--lock-timeout", min=0, help="seconds to wait for another run's cluster lock")
@@ -272,7 +283,13 @@ def apply(
         output=output,
         junit=junit,
         html=html,
-        options={"recreate_networks": recreate_networks, "diff": diff, "verbose": verbose},
+        options={
+            "recreate_networks": recreate_networks,
+            "prune": prune,
+            "adopt": adopt,
+            "diff": diff,
+            "verbose": verbose,
+        },
         lock_timeout=lock_timeout,
         break_lock=break_lock,
     )
@@ -322,11 +339,16 @@ def verify(
     junit: JunitOpt = None,
     html: HtmlOpt = None,
 ) -> None:
-    """Cross-host ping matrix over the overlay networks; changes no configuration. Exit 1 unless all pairs ping."""
+    """Checks what the inventory declares; changes no configuration. Exit 1 unless every expectation holds.
+
+    With containers declared: their matrices (reach and isolation per network, published ports, NAT
+    out, namespaces), plus the probe ping matrix of overlay networks no container uses. Without (or
+    with --network): the probe ping matrix over the overlay networks."""
 
     def body() -> int:
         from provisioner.connect import ssh_connector
         from provisioner.engine.executor import Executor
+        from provisioner.modules.container_verify import ContainerVerifyArgs
         from provisioner.modules.overlay_verify import OverlayVerifyArgs
         from provisioner.playbook import Play, Playbook, Task
         from provisioner.report import LiveEvents
@@ -337,13 +359,32 @@ def verify(
             check_writable(html)
         inv, _ = _load(inventory, None)
         hosts = pattern if pattern is not None else inv.docker.group
-        args = OverlayVerifyArgs(network=network, hosts=hosts)
         try:
             targets = inv.resolve_pattern(hosts)
         except ValueError as e:
             raise UsageError(f"--hosts {hosts!r}: {e}") from e
-        task = Task(name="ping matrix", module="overlay_verify", args=args, run_once=True)
-        play = Play(name="verify", hosts=targets, pattern=hosts, tasks=[task])
+        declared = [c for c in inv.containers.values() if c.state == "present"]
+        if declared and network is None:
+            used = {n for c in declared for n in c.networks}
+            bare = [n for n, spec in inv.networks.items() if spec.driver == "overlay" and n not in used]
+            tasks = [
+                Task(name="container checks", module="container_verify", args=ContainerVerifyArgs(), run_once=True)
+            ]
+            tasks += [
+                Task(
+                    name=f"ping matrix {n}",
+                    module="overlay_verify",
+                    args=OverlayVerifyArgs(network=n, hosts=hosts),
+                    run_once=True,
+                )
+                for n in bare
+            ]
+            # the containers' hosts take part too (their engine and firewall facts set the expectations)
+            targets = list(dict.fromkeys([*targets, *(c.host for c in declared)]))
+        else:
+            args = OverlayVerifyArgs(network=network, hosts=hosts)
+            tasks = [Task(name="ping matrix", module="overlay_verify", args=args, run_once=True)]
+        play = Play(name="verify", hosts=targets, pattern=hosts, tasks=tasks)
         events = LiveEvents(_console(stderr=output is Output.json), show_diff=False, verbose=True)
         ex = Executor(inv, ssh_connector(inv), check=False, events=events, mode="verify", options={"verify": True})
         report = ex.run(Playbook(plays=[play], source=inventory))
