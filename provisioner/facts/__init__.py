@@ -25,15 +25,18 @@ from provisioner.facts import host as _host  # noqa: F401
 from provisioner.facts import service as _service  # noqa: F401
 from provisioner.facts import docker as _docker  # noqa: F401
 from provisioner.facts import firewall as _firewall  # noqa: F401
+from provisioner.facts import containers as _containers  # noqa: F401
 from provisioner.facts import links as _links  # noqa: F401
 
 # isort: on
+from provisioner.facts.containers import CONTAINER_CONFIG, env_digest
 from provisioner.facts.docker import ADDRESSES, ENGINE, PORTS
 from provisioner.facts.firewall import FIREWALL
 from provisioner.facts.links import LINK_KINDS, MACVLAN_LINKS
 from provisioner.facts.model import (
     ContainerAddress,
     ContainerFact,
+    ContainerMount,
     DockerFacts,
     DockerFirewall,
     FileFact,
@@ -64,6 +67,7 @@ from provisioner.facts.service import parse_execstart
 
 __all__ = [
     "ADDRESSES",
+    "CONTAINER_CONFIG",
     "ENGINE",
     "FIREWALL",
     "LINK_KINDS",
@@ -72,6 +76,7 @@ __all__ = [
     "PORTS",
     "ContainerAddress",
     "ContainerFact",
+    "ContainerMount",
     "DockerFacts",
     "DockerFirewall",
     "FileFact",
@@ -88,6 +93,7 @@ __all__ = [
     "Section",
     "all_sections",
     "default_sections",
+    "env_digest",
     "facts_script",
     "gather",
     "header",

@@ -89,6 +89,16 @@ class PublishedPort(BaseModel):
     host_port: int | None = None  # None: an ephemeral port not yet chosen (container not running)
 
 
+class ContainerMount(BaseModel):
+    """A container's mount (section ``container_config``): a bind, a named or anonymous volume, a tmpfs."""
+
+    type: str = ""  # bind | volume | tmpfs
+    name: str = ""  # the volume's name (anonymous volumes get a generated one)
+    source: str = ""
+    destination: str = ""
+    rw: bool = True
+
+
 class ContainerFact(BaseModel):
     name: str
     id: str = ""
@@ -102,6 +112,17 @@ class ContainerFact(BaseModel):
     restart_policy: str = ""
     addresses: dict[str, ContainerAddress] = Field(default_factory=dict)  # network name -> endpoint
     ports: list[PublishedPort] = Field(default_factory=list)
+    # section ``container_config``: what the container was created with (``docker inspect``)
+    cmd: list[str] = Field(default_factory=list)  # Config.Cmd: the arguments after the image
+    entrypoint: list[str] = Field(default_factory=list)
+    # env name -> digest of its value (facts.containers.env_digest): values never appear in the facts
+    env_digests: dict[str, str] = Field(default_factory=dict)
+    restart_max_retries: int = 0  # HostConfig.RestartPolicy.MaximumRetryCount
+    network_mode: str = ""  # HostConfig.NetworkMode: default | bridge | NETWORK | none | host | container:ID
+    port_bindings: list[PublishedPort] = Field(default_factory=list)  # as requested (-p), running or not
+    binds: list[str] = Field(default_factory=list)  # HostConfig.Binds: -v SRC:DST[:OPTS] as given
+    volumes: list[str] = Field(default_factory=list)  # Config.Volumes: anonymous volumes (and the image's)
+    mounts: list[ContainerMount] = Field(default_factory=list)
 
 
 class Masquerade(BaseModel):

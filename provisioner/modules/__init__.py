@@ -2,6 +2,8 @@
 
 from provisioner.modules import (  # noqa: F401
     command,
+    container_verify,
+    docker_container,
     docker_daemon,
     docker_image,
     docker_network,

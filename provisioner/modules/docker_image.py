@@ -8,6 +8,7 @@ all in one command.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -94,39 +95,42 @@ class DockerImageModule(Module[DockerImageArgs]):
                 f"{ctx.host}: Docker is not running ({d.state}); cannot check or load image {image}",
                 fix=f"install and start Docker on {ctx.host} (apt-get install docker.io)",
             )
-        ref = normalize_ref(image)
-        have = d.images.get(ref)
-        if archive is None:
-            if have:
-                return NoOp(f"{ref} is present ({short_id(have)})")
-            pull = Run(
-                f"docker pull {q(ref)}",
-                timeout=900,
-                what=f"could not pull {ref}",
-                fix="check that the host reaches the registry, or give an image_archive (docker save) in the inventory",
-            )
-            return [Change(f"pull {ref}", steps=[pull])]
-        info = archive_info(archive)
-        if have == info.image_id:
-            return NoOp(f"{ref} is present with the archive's image id ({short_id(info.image_id)})")
-        if info.image_id in d.images.values():
-            cmd = f"docker tag {q(info.image_id)} {q(ref)}"
-            return [
-                Change(
-                    f"tag {short_id(info.image_id)} as {ref} (the archive's image is already loaded)",
-                    steps=[Run(cmd, what="could not tag the image")],
-                )
-            ]
-        notes = [f"uploads {info.size / 1e6:.1f} MB over SSH"]
+        found = image_change(d.images, image, archive)
+        return found if isinstance(found, NoOp) else [found]
+
+
+def image_change(images: Mapping[str, str], image: str, archive: Path | None) -> Change | NoOp:
+    """What gets ``image`` onto a host that has ``images`` (ref -> id): nothing, a pull, a tag of the
+    archive's image already loaded, or the archive uploaded and loaded."""
+    ref = normalize_ref(image)
+    have = images.get(ref)
+    if archive is None:
         if have:
-            notes.append(f"{ref} is now {short_id(have)}; it becomes {short_id(info.image_id)}")
-        return [
-            Change(
-                f"load {ref} from {archive.name} ({short_id(info.image_id)})",
-                steps=[load_step(info, ref)],
-                notes=notes,
-            )
-        ]
+            return NoOp(f"{ref} is present ({short_id(have)})")
+        pull = Run(
+            f"docker pull {q(ref)}",
+            timeout=900,
+            what=f"could not pull {ref}",
+            fix="check that the host reaches the registry, or give an image_archive (docker save) in the inventory",
+        )
+        return Change(f"pull {ref}", steps=[pull])
+    info = archive_info(archive)
+    if have == info.image_id:
+        return NoOp(f"{ref} is present with the archive's image id ({short_id(info.image_id)})")
+    if info.image_id in images.values():
+        cmd = f"docker tag {q(info.image_id)} {q(ref)}"
+        return Change(
+            f"tag {short_id(info.image_id)} as {ref} (the archive's image is already loaded)",
+            steps=[Run(cmd, what="could not tag the image")],
+        )
+    notes = [f"uploads {info.size / 1e6:.1f} MB over SSH"]
+    if have:
+        notes.append(f"{ref} is now {short_id(have)}; it becomes {short_id(info.image_id)}")
+    return Change(
+        f"load {ref} from {archive.name} ({short_id(info.image_id)})",
+        steps=[load_step(info, ref)],
+        notes=notes,
+    )
 
 
 def load_step(info: ArchiveInfo, ref: str) -> Run:

@@ -21,7 +21,16 @@ from provisioner.connection.fake import FakeConnection
 from provisioner.engine.executor import apply_change
 from provisioner.facts import ContainerFact, HostFacts, NetworkFact
 from provisioner.inventory import Inventory
-from provisioner.modules import command, docker_daemon, docker_image, docker_network, file, kv_store, swarm
+from provisioner.modules import (
+    command,
+    docker_container,
+    docker_daemon,
+    docker_image,
+    docker_network,
+    file,
+    kv_store,
+    swarm,
+)
 from provisioner.modules.base import Change, Module
 from tests.builders import ADDR, DROPIN, STORE, changes, ctx_for, facts, inventory, plan
 
@@ -46,6 +55,21 @@ def _lab(inv: Inventory, f: HostFacts) -> tuple[Inventory, HostFacts, dict[str, 
     return inv, f, {f.host: f}
 
 
+def _containers(t: Path) -> tuple[Inventory, HostFacts, dict[str, HostFacts]]:
+    """A container to create from an archive with a secret env value (env file put, create, connect, start),
+    one whose restart policy was changed by hand, and a managed one no longer declared (removed)."""
+    (t / "pw").write_text("s3cret-pw\n")
+    box = {"host": "lab2", "image": "provisioner-lab/probe:latest", "image_archive": str(probe_archive(t / "p.tar")),
+           "env": {"PW": {"from_file": str(t / "pw")}}, "networks": ["net1", "bridge"]}
+    inv = inventory(networks={"net1": {"driver": "bridge", "subnet": "198.19.2.0/24"}},
+                    containers={"box": box, "web": {"host": "lab2", "image": "provisioner-lab/probe:latest"}})
+    web = docker_container.Wanted("web", inv.containers["web"])
+    live = [ContainerFact(name="web", image=web.spec.image, running=True, labels=web.labels(), networks=["bridge"],
+                          restart_policy="no", cmd=[], network_mode="bridge"),
+            ContainerFact(name="old", labels={docker_container.LABEL: "x"})]
+    return _lab(inv, facts("lab2", containers=live))
+
+
 CASES: list[Case] = [
     ("file", file.FileModule(), {"path": "/etc/motd", "content": "hi\n", "mode": "0640"},
      lambda _t: _lab(inventory(), facts())),
@@ -63,6 +87,7 @@ CASES: list[Case] = [
     ("docker_network_macvlan", docker_network.DockerNetworkModule(), {},
      lambda _t: _lab(inventory(kv_store=None, networks={"macnet": {
          "driver": "macvlan", "subnet": "198.18.86.0/24", "parent": "eth0", "shim": True}}), facts("lab2"))),
+    ("docker_container", docker_container.DockerContainerModule(), {}, _containers),
     ("swarm", swarm.SwarmModule(), {},
      lambda _t: (inventory(docker={"overlay_mode": "swarm"}), facts("lab3"), {
          "lab3": facts("lab3"),
