@@ -92,7 +92,8 @@ pre .h{color:#00695c;display:block}pre .f{font-weight:700;display:block}
 .note{color:#6a1b9a}.problem{border-left:4px solid #b71c1c;padding:2px 0 2px 10px;margin:8px 0}
 ul.steps{margin:4px 0;padding-left:20px;font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
 table.grid td{text-align:center;min-width:44px;font-weight:600}
-td.ok{background:#c8e6c9}td.FAIL{background:#ffcdd2;color:#7f0000}td.na{background:#eee;color:#666}td.self{background:#fafafa;color:#bbb}
+td.ok{background:#c8e6c9}td.iso{background:#e3f2e3;color:#2e5e30}td.FAIL{background:#ffcdd2;color:#7f0000}
+td.na{background:#eee;color:#666}td.unk{background:#fff8e1;color:#6d5d00}td.self{background:#fafafa;color:#bbb}
 td.FAIL small{display:block;font-weight:400;font-size:11px;max-width:220px}
 .tl{display:flex;height:20px;border:1px solid #ccc;background:#fafafa;margin:2px 0 8px;min-width:200px}
 .tl span{display:block;height:100%;overflow:hidden;white-space:nowrap;font-size:11px;line-height:20px;padding:0 2px;
@@ -147,32 +148,93 @@ def _change(c: Mapping[str, Any], plan: bool) -> str:
     return "".join(parts)
 
 
-def _grid(g: Grid, why: Mapping[tuple[str, str, str], str]) -> str:
-    rows = [f"<h4>{_e(g.network)}: ping from (row) to (column)</h4>", '<table class="grid"><tr><th></th>']
-    rows.extend(f"<th>{_e(h)}</th>" for h in g.hosts)
+_CELL_CLASS = {
+    "ok": "ok",
+    "isolated": "iso",
+    "FAIL": "FAIL",
+    "BROKEN": "FAIL",
+    "n/a": "na",
+    "ok?": "unk",
+    "none?": "unk",
+}
+
+
+def _grid_table(title: str, hosts: list[str], cells: Mapping[tuple[str, str], tuple[str, str]]) -> str:
+    """One matrix as a coloured table; ``cells`` (from, to) -> (text, cause). A failed cell shows its
+    cause in the cell itself (readable in a screenshot and without hovering) and as its title."""
+    rows = [f"<h4>{_e(title)}</h4>", '<table class="grid"><tr><th></th>']
+    rows.extend(f"<th>{_e(h)}</th>" for h in hosts)
     rows.append("</tr>")
-    for src in g.hosts:
+    for src in hosts:
         rows.append(f"<tr><th>{_e(src)}</th>")
-        for dst in g.hosts:
-            cell = g.cells.get((src, dst), "n/a")
-            if cell == "-":
-                rows.append('<td class="self">-</td>')
-            elif cell == "FAIL":
-                cause = (
-                    why.get((g.network, src, dst))
-                    or why.get(("*", src, "*"))
-                    or why.get(("*", dst, "*"))
-                    or "no reply (see the causes below)"
-                )
-                rows.append(f'<td class="FAIL" title="{_e(cause)}">FAIL<small>{_e(cause)}</small></td>')
-            elif cell == "n/a":
-                cause = why.get(("*", src, "*")) or why.get(("*", dst, "*")) or "a probe did not start"
-                rows.append(f'<td class="na" title="{_e(cause)}">n/a</td>')
-            else:
-                rows.append('<td class="ok">ok</td>')
+        for dst in hosts:
+            text, cause = cells.get((src, dst), ("-", ""))
+            cls = _CELL_CLASS.get(text, "self")
+            title_attr = f' title="{_e(cause)}"' if cause else ""
+            small = f"<small>{_e(cause)}</small>" if cause and cls == "FAIL" else ""
+            rows.append(f'<td class="{cls}"{title_attr}>{_e(text)}{small}</td>')
         rows.append("</tr>")
     rows.append("</table>")
     return "".join(rows)
+
+
+def _grid(g: Grid, why: Mapping[tuple[str, str, str], str]) -> str:
+    """A matrix read back from the check's text, causes from its failure lines."""
+    cells: dict[tuple[str, str], tuple[str, str]] = {}
+    for (src, dst), cell in g.cells.items():
+        started = why.get(("*", src, "*")) or why.get(("*", dst, "*"))
+        if cell in ("FAIL", "BROKEN"):
+            cause = why.get((g.network, src, dst)) or started or "see the causes below"
+        elif cell == "n/a":
+            cause = started or "a probe did not start"
+        else:
+            cause = ""
+        cells[(src, dst)] = (cell, cause)
+    return _grid_table(f"{g.network}: {g.title}", g.hosts, cells)
+
+
+def _cell_text(pair: Mapping[str, Any]) -> str:
+    """A pair's cell, as the terminal's matrix writes it."""
+    observed, expected = pair.get("observed"), pair.get("expected")
+    if observed == "not run":
+        return "n/a"
+    reached = observed == "reached"
+    if expected == "unknown":
+        return "ok?" if reached else "none?"
+    if expected == "reach":
+        return "ok" if reached else "FAIL"
+    return "BROKEN" if reached else "isolated"
+
+
+def grids_from_data(data: Mapping[str, Any]) -> str:
+    """The matrices of a task's structured ``verify`` data (every pair with its expectation, what was
+    observed, the verdict and the cause), one table per kind and network or port."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for pair in data.get("pairs") or []:
+        if pair.get("network"):
+            via = str(pair["network"]) + (f"@{pair['network_host']}" if pair.get("network_host") else "")
+        else:
+            via = str(pair.get("port") or "?")
+        groups.setdefault((str(pair.get("kind", "")), via), []).append(pair)
+    out = []
+    for (kind, via), pairs in groups.items():
+        hosts = list(dict.fromkeys([str(p.get("source")) for p in pairs] + [str(p.get("destination")) for p in pairs]))
+        cells = {
+            (str(p.get("source")), str(p.get("destination"))): (
+                _cell_text(p),
+                str(p.get("cause") or p.get("why") or ""),
+            )
+            for p in pairs
+        }
+        out.append(_grid_table(f"{via}: {kind} from (row) to (column)", hosts, cells))
+    not_started = data.get("probes_not_started") or {}
+    if not_started:
+        out.append(
+            "<p><b>probes that did not start</b></p><ul>"
+            + "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in not_started.items())
+            + "</ul>"
+        )
+    return "".join(out)
 
 
 def _timeline(tasks: list[Mapping[str, Any]], longest: float) -> str:
@@ -276,16 +338,19 @@ def render(
         (name, t)
         for name, h in per_host.items()
         for t in h.get("tasks") or []
-        if t.get("module") == "overlay_verify" and t.get("message")
+        if t.get("verify") or (t.get("module", "").endswith("_verify") and t.get("message"))
     ]
     if checks:
         out.append("<h2>Verify</h2>")
         for name, t in checks:
             message = str(t.get("message", ""))
             out.append(f"<h3>{_e(t.get('task', ''))} (run from {_e(name)}): {_status(str(t.get('status', '')))}</h3>")
-            grids = parse(message)
-            why = causes(message)
-            out.extend(_grid(g, why) for g in grids)
+            data = t.get("verify")
+            if isinstance(data, Mapping) and data.get("pairs"):
+                out.append(grids_from_data(data))
+            else:
+                why = causes(message)
+                out.extend(_grid(g, why) for g in parse(message))
             out.append(f"<pre>{_e(message)}</pre>")
     # --- timeline
     out.append("<h2>Timeline</h2>")

@@ -1,7 +1,8 @@
-"""The ping matrices inside a verify message, read back from their text so they can be shown in other
-layouts: a line per host when the grid is wider than the terminal, coloured grids in the HTML report.
+"""The check matrices inside a verify message, read back from their text so they can be shown in other
+layouts: a line per host when the grid is wider than the terminal, coloured grids in the HTML report
+(when the JSON report has no structured ``verify`` data for the task).
 
-The text is what ``overlay_verify.Matrix.render`` writes::
+The text is what the checks' ``Matrix.render`` writes::
 
     ov_net1: ping from (row) to (column)
             lab1    lab2    lab3
@@ -18,19 +19,21 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 
-HEADER = re.compile(r"^(\S+): ping from \(row\) to \(column\)$")
+HEADER = re.compile(r"^(\S+): (.*\(row\).*)$")
 PAIR_FAILURE = re.compile(r"^\s*(\S+) -> (\S+) \(([^)]*)\) over (\S+): (.+)$")
 START_FAILURE = re.compile(r"^\s*(\S+): probe did not start: (.+)$")
-CELLS = ("-", "ok", "FAIL", "n/a")
+CELLS = ("-", "ok", "FAIL", "n/a", "isolated", "BROKEN", "ok?", "none?")
+GOOD = ("ok", "isolated")  # as expected: reached, or no reply where isolation is wanted
 
 
 @dataclass
 class Grid:
-    network: str
+    network: str  # what the matrix is over: a network (name@host for a host's own bridge) or a port
     hosts: list[str]
     cells: dict[tuple[str, str], str] = field(default_factory=dict)  # (from, to) -> ok | FAIL | n/a | -
     first_line: int = 0
     last_line: int = 0  # inclusive
+    title: str = "ping from (row) to (column)"
 
     def width(self) -> int:
         col = max(6, *(len(h) for h in self.hosts)) + 2
@@ -38,19 +41,18 @@ class Grid:
 
     def per_host_lines(self) -> list[str]:
         """One line per source host: what it reached, and what it did not."""
-        out = [f"{self.network}: ping from each host to the others"]
+        out = [f"{self.network}: {self.title.replace('(row)', 'each host').replace('(column)', 'the others')}"]
         for src in self.hosts:
             by: dict[str, list[str]] = {}
             for dst in self.hosts:
                 if dst != src:
                     by.setdefault(self.cells.get((src, dst), "n/a"), []).append(dst)
             others = len(self.hosts) - 1
-            if by.keys() == {"ok"}:
-                out.append(f"  {src} -> all {others} others ok")
+            if len(by) == 1 and next(iter(by)) in GOOD:
+                out.append(f"  {src} -> all {others} others {next(iter(by))}")
                 continue
-            parts = [f"{k}: {', '.join(v)}" for k, v in by.items() if k != "ok"]
-            if "ok" in by:
-                parts.append(f"ok: {len(by['ok'])} of {others}")
+            parts = [f"{k}: {', '.join(v)}" for k, v in by.items() if k not in GOOD]
+            parts.extend(f"{k}: {len(by[k])} of {others}" for k in GOOD if k in by)
             out.append(f"  {src} -> {'; '.join(parts)}")
         return out
 
@@ -66,7 +68,7 @@ def parse(text: str) -> list[Grid]:
             i += 1
             continue
         hosts = lines[i + 1].split()
-        grid = Grid(m.group(1), hosts, first_line=i)
+        grid = Grid(m.group(1), hosts, first_line=i, title=m.group(2))
         j = i + 2
         while j < len(lines) and len(grid.cells) < len(hosts) ** 2:
             row = lines[j].split()

@@ -126,8 +126,8 @@ def recap(console: Console, report: RunReport) -> None:
 
 
 def fit_matrices(message: str, width: int) -> str:
-    """Ping matrices wider than ``width`` shown as one line per host (a cut grid cannot be read)."""
-    if ": ping from (row) to (column)" not in message:
+    """Check matrices wider than ``width`` shown as one line per host (a cut grid cannot be read)."""
+    if "(row)" not in message:  # every matrix header names its rows so
         return message
     from provisioner.matrix_text import fit
 

@@ -247,3 +247,46 @@ def test_cli_html_bad_path_is_refused_before_contacting(unreachable_inventory: P
     res = _cli("verify", "-i", str(unreachable_inventory), "--html", str(tmp_path / "no" / "r.html"))
     assert res.returncode == 2 and "does not exist" in res.stderr and "fix:" in res.stderr
     assert "Traceback" not in res.stderr and "refused" not in res.stderr
+
+
+def _pair(src: str, dst: str, expected: str, observed: str, verdict: str, cause: str | None = None) -> dict[str, Any]:
+    return {
+        "kind": "ping",
+        "source": src,
+        "destination": dst,
+        "network": "net1",
+        "network_host": "lab2",
+        "port": None,
+        "address": "198.18.52.3",
+        "expected": expected,
+        "why": "",
+        "observed": observed,
+        "verdict": verdict,
+        "cause": cause,
+    }
+
+
+def test_verify_data_gives_the_grid_and_each_cause() -> None:
+    """The JSON report's structured `verify` (every pair with expectation, observation, verdict, cause)
+    is drawn as it is: reach and isolation, failures with their cause in the cell."""
+    report = report_json(1)
+    data = {
+        "ok": False,
+        "pairs": [
+            _pair("a", "b", "reach", "reached", "ok"),
+            _pair("b", "a", "reach", "no reply", "no reply", "no reply from 198.18.52.3 over net1@lab2"),
+            _pair("a", "c", "isolated", "no reply", "ok"),
+            _pair("c", "a", "isolated", "reached", "isolation broken", "c reached 198.18.52.3 over net1@lab2"),
+        ],
+        "probes_not_started": {"prov-probe-x": "No such image: busybox"},
+    }
+    report["hosts"]["lab1"]["tasks"].append(
+        _task("container checks", "failed", 2.0, module="container_verify", message="checks failed") | {"verify": data}
+    )
+    page = render(report)
+    assert "net1@lab2: ping from (row) to (column)" in page
+    cells = re.findall(r'<td class="(\w+)"(?: title="([^"]*)")?>(\w+|[?\w]+)', page)
+    assert ("FAIL", "no reply from 198.18.52.3 over net1@lab2", "FAIL") in cells
+    assert ("FAIL", "c reached 198.18.52.3 over net1@lab2", "BROKEN") in cells
+    assert ("iso", "", "isolated") in cells and ("ok", "", "ok") in cells
+    assert "prov-probe-x: No such image: busybox" in page

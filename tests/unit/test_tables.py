@@ -144,3 +144,27 @@ def test_live_matrix_output_fits_80_columns() -> None:
     out = buf.getvalue()
     assert all(len(line) <= 80 for line in out.splitlines()), out
     assert "lab20 -> all 19 others ok" in out
+
+
+def test_matrices_of_every_kind_are_read_back() -> None:
+    """Isolation matrices (isolated / BROKEN cells) and other kinds' headers are matrices too."""
+    text = (
+        "net1@lab2: ping from (row) to (column)\n"
+        "        a         b         c\n"
+        "a       -         ok        isolated\n"
+        "b       ok        -         BROKEN\n"
+        "c       isolated  n/a       -\n"
+    )
+    [g] = parse(text)
+    assert g.network == "net1@lab2" and g.cells[("b", "c")] == "BROKEN"
+    out = fit(text, 30)
+    assert out.splitlines() == [
+        "net1@lab2: ping from each host",
+        "to the others",
+        "  a -> ok: 1 of 2; isolated: 1",
+        "    of 2",
+        "  b -> BROKEN: c; ok: 1 of 2",
+        "  c -> n/a: b; isolated: 1 of",
+        "    2",
+    ]
+    assert all(len(line) <= 30 for line in out.splitlines())
