@@ -117,7 +117,7 @@ def _nat_body(_s: VerifySettings, x: str) -> str:
         "a=${2%%:*}; r=${2#*:}; p=${r%% *}; s=${r##* }; "
         f"f=$({{ printf 'GET /cgi-bin/src HTTP/1.0\\r\\n\\r\\n'; sleep 1; }} | "
         f'{_stdin(x)}timeout 5 nc -w 3 "$a" "$p" '
-        "2>/dev/null | tr -d '\\r' | sed -n 's/^src //p' | head -n 1); "
+        "2>/dev/null | tr -d '\\r[]' | sed -n 's/^src \\(::ffff:\\)\\{0,1\\}//p' | head -n 1); "
         f'if [ -z "$f" ]; then echo "{MARK} $3 FAIL no answer from the listener on $a:$p"; '
         f'elif [ "$f" = "$s" ]; then echo "{MARK} $3 ok arrived from $f"; '
         f'else echo "{MARK} $3 FAIL arrived from $f, not from $s"; fi'
@@ -229,7 +229,7 @@ def listener_script(image: str, lifetime: int = 300) -> str:
     cgi = 'printf "#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho src \\$REMOTE_ADDR\\n"'
     inner = (
         f"mkdir -p /tmp/w/cgi-bin && {cgi} >/tmp/w/cgi-bin/src && chmod 755 /tmp/w/cgi-bin/src && "
-        f'exec timeout {lifetime} httpd -f -p "$0" -h /tmp/w'
+        f'exec timeout {lifetime} httpd -f -p "0.0.0.0:$0" -h /tmp/w'
     )
     out += [
         '  grep -qi ":$(printf %04X "$p") " /proc/net/tcp /proc/net/tcp6 2>/dev/null && continue',
