@@ -118,14 +118,14 @@ def _finish(
 
     if junit is not None:
         render.write_junit(report, junit)
-    if html is not None:
-        from provisioner import html_report
-
-        html_report.write(html, report.to_json(), inventory=inv, facts=html_report.executor_facts(executor))
     if output is Output.json:
         print(render.to_json(report))
     else:
         render.recap(_console(), report)
+    if html is not None:  # after the recap: a page that cannot be written must not hide the run's result
+        from provisioner import html_report
+
+        html_report.write(html, report.to_json(), inventory=inv, facts=html_report.executor_facts(executor))
     if not report.ok:
         return EXIT_FAILED
     if plan and report.changed:
