@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from provisioner.errors import InputError, Problem
-from provisioner.inventory import Inventory
+from provisioner.inventory import KV_GROUP, Inventory
 from provisioner.modules.base import Module, ModuleArgs
 from provisioner.when import Condition, parse
 from provisioner.yamlsrc import YamlDoc, describe_type, invalid, load_yaml, problems_from_validation, require_type
@@ -256,6 +256,11 @@ class _Loader:
         except ValueError as exc:
             self.add((*where, "hosts"), str(exc), "use 'all', a group or host names from the inventory")
             return None
+        items = pattern if isinstance(pattern, list) else [pattern]
+        parts = [p.strip() for item in items for p in str(item).split(",")]
+        names = {p for p in parts if p and not p.startswith("!")}
+        if not hosts and names == {KV_GROUP} and inv.kv_store is None:
+            return []  # the store's play of a job, in an inventory without a store: nothing to do there
         if not hosts:
             self.add((*where, "hosts"), f"host pattern {pattern!r} matches no host in the inventory",
                      f"use 'all', a group or host names from the inventory ({known})")

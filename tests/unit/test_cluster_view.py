@@ -67,3 +67,4 @@ def test_while_the_store_is_down_an_unseen_overlay_is_unknown_not_created() -> N
     running = facts("lab1", containers=[ContainerFact(name="consul", running=True)])
     p = plan(DockerNetworkModule(), lab2, inv, all_facts={"lab1": running, "lab2": lab2})
     assert isinstance(p, list) and p[0].description.startswith("create network ov_net1")
+

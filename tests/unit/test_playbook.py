@@ -256,3 +256,18 @@ def test_real_modules_validate_their_arguments(tmp_path: Path, inventory: Invent
     fields = [p.field for p in info.value.problems]
     assert fields == ["[0].tasks[0].file.path", "[0].tasks[1].comand"]
     assert "did you mean 'command'" in info.value.problems[1].fix
+
+
+def test_the_overlay_job_validates_on_an_inventory_without_a_store(tmp_path: Path) -> None:
+    from provisioner.inventory import load_inventory
+    from provisioner.playbook import load_playbook
+
+    inv_path = tmp_path / "inv.yml"
+    inv_path.write_text(
+        "hosts:\n  h1: {address: 198.18.0.11, groups: [docker]}\n"
+        "networks:\n  net1: {driver: bridge, subnet: 198.19.2.0/24}\n"
+    )
+    inv = load_inventory(inv_path)
+    pb = load_playbook(Path(__file__).resolve().parents[2] / "playbooks" / "overlay.yml", inv)
+    assert pb.plays[0].hosts == []  # the store's play has nobody to run on
+    assert pb.plays[1].hosts == ["h1"]
