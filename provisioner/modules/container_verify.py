@@ -856,6 +856,17 @@ def likely_cause(inv: Inventory, o: Outcome, live: Mapping[str, LiveHost]) -> st
                 f"nothing listens behind {e.via} in {e.destination}: docker-proxy on {dst_host} accepted the "
                 "connection, then closed it"
             )
+        lc = live[dst_host].containers.get(e.destination) if dst_host in live else None
+        bound = (
+            isinstance(e.via, Port)
+            and lc is not None
+            and any(p == e.via.number for binds in lc.ports.values() for _, p in binds)
+        )
+        if bound and "refused" in o.cause:
+            return (
+                f"nothing listens behind {e.via} in {e.destination}: {dst_host} forwards the port to it (DNAT) "
+                "and the container refuses the connection"
+            )
         return f"nothing publishes {o.address} ({e.destination} stopped, or the port not published): {o.cause}"
     if e.kind in (NAT.name, OUT.name):
         if v == "isolation broken":

@@ -173,13 +173,12 @@ def test_a_published_port_with_nothing_behind_it_fails_verify(lab: Path, tmp_pat
         got = pairs(task)
         assert got[("lab3", "hollow", "32774/tcp")] == ("reach", "no reply")
         assert got[("lab3", "web", "32773/tcp")] == ("reach", "ok")
+        # from another host Docker 20.10 DNATs the port to the container, which refuses; docker-proxy (from the
+        # host itself, or on other engines) accepts and closes without a byte: either way the check fails
         flat = " ".join(task["message"].split())
-        assert (
-            "lab3 -> hollow (198.18.91.12:32774) over 32774/tcp: no reply (connected, but not one byte came back)"
-            in flat
-        )
+        assert "lab3 -> hollow (198.18.91.12:32774) over 32774/tcp: no reply" in flat
         (p,) = [p for p in task["verify"]["pairs"] if p["destination"] == "hollow" and p["port"]]
-        assert p["likely_cause"].startswith("nothing listens behind 32774/tcp in hollow")
+        assert p["likely_cause"].startswith("nothing listens behind 32774/tcp in hollow"), p
     finally:
         sh("lab2", "docker rm -f hollow >/dev/null")
 
@@ -195,6 +194,9 @@ def test_an_accept_in_docker_user_breaks_isolation_and_verify_names_the_pairs(la
     for r in rules:
         sh("lab2", f"iptables -I DOCKER-USER {r}")
     try:
+        # the rules do break isolation (so what follows tests verify, not iptables)
+        web = sh("lab2", "docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' web")
+        sh("lab2", f"docker exec box ping -c 1 -W 2 {web} >/dev/null")
         rc, report, _, _ = verify(lab)
         task = check_result(report)
         assert rc == 1, task["message"]
