@@ -2,10 +2,19 @@
 
 A fact is a registered section (``registry.section``): a name, a shell fragment and a typed parser that
 fills its part of ``HostFacts``. Every run gathers the default sections; a module asks for optional ones
-with ``Module.fact_sections`` (e.g. ``FIREWALL``) and reads the typed fields they fill. The gatherer sends
-the needed fragments as one script, plus watched files (content, mode, owner) and probes (exit codes).
-Every section tolerates a missing tool (no Docker, no systemd, no iproute2, no iptables): the fact is
-then empty, never an exception.
+and reads the typed fields they fill::
+
+    def fact_sections(self, args, inventory):
+        return [PORTS, FIREWALL]
+
+    def plan(self, ctx, args):
+        web = ctx.facts.docker.container("web")  # web.ports: [PublishedPort(80, "tcp", "0.0.0.0", 8080)]
+        if ctx.facts.docker.firewall.userland_proxy is False: ...
+
+The gatherer sends the needed fragments as one script, plus watched files (content, mode, owner) and
+probes (exit codes; a check that needs a command's output is a section with its own parser). Every
+section tolerates a missing tool (no Docker, no systemd, no iproute2, no iptables): the fact is then
+empty, never an exception.
 """
 
 from __future__ import annotations
@@ -125,7 +134,7 @@ def parse_facts(
 ) -> HostFacts:
     """Parse the script's output: the default sections plus ``sections``; ``files``/``probes`` name the
     numbered sections, in order. A section missing from ``output`` leaves its fields at their defaults."""
-    out = Output(split_sections(output), dropin=dropin, files=files, probes=probes)
+    out = Output(split_sections(output), dropin=dropin)
     facts = HostFacts(host=host)
     for s in resolve(_names(sections)):
         s.parse(out, facts)

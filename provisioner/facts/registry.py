@@ -34,18 +34,9 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 class Output:
     """The bodies of the gathered sections, with the options parsers need."""
 
-    def __init__(
-        self,
-        texts: Mapping[str, str],
-        *,
-        dropin: str | None = None,
-        files: Sequence[str] = (),
-        probes: Sequence[str] = (),
-    ) -> None:
+    def __init__(self, texts: Mapping[str, str], *, dropin: str | None = None) -> None:
         self.texts = texts
         self.dropin = dropin  # our own systemd drop-in, ignored when reading the unit's base ExecStart
-        self.files = files  # the paths of sections file:0, file:1, ...
-        self.probes = probes  # the names of sections probe:0, probe:1, ...
         self._json: dict[str, Any] = {}
 
     def text(self, name: str) -> str:

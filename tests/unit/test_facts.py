@@ -187,3 +187,12 @@ def test_parse_records_what_was_gathered() -> None:
     assert f.gathered(PORTS) and f.gathered("inspect") and not f.gathered(FIREWALL)
     # nothing printed: every fact at its default, no exception
     assert f.docker.containers == [] and not f.docker.active and f.os.id == ""
+
+
+@pytest.mark.parametrize(
+    "body", ["garbage {[", '{"a": 1}', "[1, null, []]", '"x"', "@@PART@@ rules\n*nat\n-A POSTROUTING"]
+)
+def test_every_section_survives_odd_output(body: str) -> None:
+    out = _doc({name: body for name in all_sections()})
+    f = parse_facts("h", out, sections="all")
+    assert f.sections == all_sections() and not f.docker.active and f.docker.containers == []
