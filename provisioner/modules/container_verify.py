@@ -605,8 +605,8 @@ def build(
             if listener is not None and not own and exp != "isolated":
                 target = f"{outside}:{listener[1]} from {inv.address_of(c.host)}"
                 add(name, dest, via, NAT, exp, why, target)
-            else:
-                add(name, dest, via, OUT, exp, why, str(outside))
+            else:  # a ping: its destination is the address (the listener's tests are keyed by the host)
+                add(name, str(outside), via, OUT, exp, why, str(outside))
 
     # 4. namespaces of network_mode none and host
     for name, c in declared.items():

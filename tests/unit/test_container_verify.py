@@ -220,7 +220,7 @@ def test_nat_out_internal_networks_and_macvlan() -> None:
     nat = {k: v for k, v in table(b).items() if k[2].startswith("verify.outside")}
     assert nat == {
         ("web", "lab1", "verify.outside@lab2"): "reach",
-        ("db", "lab1", "verify.outside@lab2"): "isolated",  # only internal: no way out
+        ("db", ADDR["lab1"], "verify.outside@lab2"): "isolated",  # only internal: no way out
         ("both", "lab1", "verify.outside@lab2"): "reach",
         ("mixed", "lab1", "verify.outside@lab3"): "unknown",  # the default route may be the macvlan one
     }
@@ -228,11 +228,14 @@ def test_nat_out_internal_networks_and_macvlan() -> None:
     assert kinds == {"web": "cnat", "db": "cout", "both": "cnat", "mixed": "cnat"}
     # the listener on lab1 must see the packets arrive from the container's docker host
     assert b.addresses[("lab1", Net("verify.outside", "lab2"))] == f"{ADDR['lab1']}:47991 from {ADDR['lab2']}"
+    # db's ping is aimed at the address itself, not at the listener's target of the same docker host
+    (db,) = [e for e in b.expectations if e.source == "db" and e.kind == "cout"]
+    assert b.addresses[(db.destination, db.via)] == ADDR["lab1"]
     assert any(n.startswith("mv_only: not in the NAT check") for n in b.notes)
     # without a listener (or an outside address that is no host of the inventory) it is a ping
     b = build(inv, live_of(inv, {}), rules())
     assert {e.kind for e in b.expectations if str(e.via).startswith("verify.outside")} == {"cout"}
-    assert b.addresses[("lab1", Net("verify.outside", "lab2"))] == ADDR["lab1"]
+    assert b.addresses[(ADDR["lab1"], Net("verify.outside", "lab2"))] == ADDR["lab1"]
 
 
 def test_none_has_only_lo_and_host_sees_the_hosts_interfaces() -> None:
