@@ -8,6 +8,7 @@ import ipaddress
 import socket
 import tarfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -204,18 +205,47 @@ def remove_host(client: docker.DockerClient, container: str, volume: str) -> Non
 
 
 def exec_in(client: docker.DockerClient, container: str, cmd: str | list[str]) -> tuple[int, str]:
+    """Run ``cmd`` in a lab host (a string through ``sh -c``): (exit code, stdout+stderr).
+
+    The output goes to a file in the host (/var/tmp) and is read back as an archive: the attached stream of
+    an exec sometimes ends empty although the command printed (seen: exit 0 and no output, on bookworm and
+    forky hosts), and a command cannot be run again to make up for that. Reading the file back can be.
+    """
     import docker.errors
 
     argv = ["sh", "-c", cmd] if isinstance(cmd, str) else cmd
+    # not /run or /tmp: a tmpfs there hides the file from the archive API
+    out_file = f"/var/tmp/provisioner-lab-exec-{uuid.uuid4().hex[:12]}"
+    wrapped = ["sh", "-c", f'"$@" >{out_file} 2>&1', "sh", *argv]
     try:
         c: Container = client.containers.get(container)
-        rc, out = c.exec_run(argv)
+        rc, streamed = c.exec_run(wrapped)
+        text = _read_back(c, out_file)
+        c.exec_run(["rm", "-f", out_file])
     except docker.errors.NotFound as exc:
         raise LabError(f"lab host container {container} does not exist\n    fix: `provisioner lab up`") from exc
     except docker.errors.APIError as exc:
         raise LabError(f"cannot run a command in {container}: {exc.explanation or exc}") from exc
-    text = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
+    if text is None:  # the shell could not even create the file: what it said came on the stream
+        text = streamed.decode(errors="replace") if isinstance(streamed, bytes) else str(streamed)
     return int(rc if rc is not None else -1), text
+
+
+def _read_back(c: Container, path: str, attempts: int = 3) -> str | None:
+    import docker.errors
+
+    for _ in range(attempts):
+        try:
+            chunks, _stat = c.get_archive(path)
+            with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+                member = tar.next()
+                data = tar.extractfile(member) if member is not None else None
+                return data.read().decode(errors="replace") if data is not None else ""
+        except docker.errors.NotFound:
+            return None
+        except (docker.errors.APIError, tarfile.TarError):
+            time.sleep(0.2)
+    return None
 
 
 def sshd_answers(address: str, timeout: float = 2.0) -> bool:
