@@ -104,7 +104,7 @@ class Host:
             if self.start_raises:
                 raise ConnectError(self.name, "connection lost")
             out = []
-            for m in re.finditer(r"^n=(\S+); (?:.*?-f (\S+) \"\$n\")?.*?@@V@@ (p\d+) ok", text, re.M):
+            for m in re.finditer(r"^(?:\( )?n=(\S+); (?:.*?-f (\S+) \"\$n\")?.*?@@V@@ (p\d+) ok", text, re.M):
                 name, net, tag = m.groups()
                 if self.start_error:
                     out.append(f"@@V@@ {tag} err {self.start_error}")
