@@ -16,13 +16,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from provisioner.checks import Net, Port
+from provisioner.checks import Net, Port, Probe, start_script
 from provisioner.connection.base import RunResult, ShellConnection
 from provisioner.connection.fake import FakeConnection
 from provisioner.errors import TaskError
@@ -90,7 +91,7 @@ def test_the_tutorial_on_one_host_box_cannot_ping_httpd_until_they_share_a_netwo
     )
     addrs = {"httpd": {"bridge": "172.17.0.2"}, "box": {"net1": "198.19.2.2"}}
     b = build(inv, live_of(inv, addrs), rules())
-    assert table(b, "ping") == {
+    assert table(b, "cping") == {
         ("box", "httpd", "bridge@lab2"): "isolated",
         ("httpd", "box", "net1@lab2"): "isolated",
     }
@@ -102,7 +103,7 @@ def test_the_tutorial_on_one_host_box_cannot_ping_httpd_until_they_share_a_netwo
         {"net1": {"driver": "bridge", "subnet": "198.19.2.0/24"}},
     )
     addrs["box"]["bridge"] = "172.17.0.3"
-    assert table(build(inv2, live_of(inv2, addrs), rules()), "ping") == {
+    assert table(build(inv2, live_of(inv2, addrs), rules()), "cping") == {
         ("box", "httpd", "bridge@lab2"): "reach",
         ("httpd", "box", "bridge@lab2"): "reach",
     }
@@ -177,7 +178,7 @@ def test_macvlan_modes(mode: str | None, same_host: str, cross_host: str) -> Non
         {"mv": {**MACVLAN, **({"mode": mode} if mode else {})}},
     )
     addrs = {"m2a": {"mv": "198.19.8.34"}, "m2b": {"mv": "198.19.8.35"}, "m3": {"mv": "198.19.8.66"}}
-    t = table(build(inv, live_of(inv, addrs), rules()), "ping")
+    t = table(build(inv, live_of(inv, addrs), rules()), "cping")
     assert t[("m2a", "m2b", "mv")] == t[("m2b", "m2a", "mv")] == same_host
     assert t[("m2a", "m3", "mv")] == t[("m3", "m2a", "mv")] == cross_host
 
@@ -188,11 +189,11 @@ def test_a_host_reaches_its_own_macvlan_containers_only_with_a_shim() -> None:
     containers = {"m2": c("lab2", "mv"), "m3": c("lab3", "mv")}
     addrs = {"m2": {"mv": "198.18.0.66"}, "m3": {"mv": "198.18.0.98"}}
     inv = inv_with(containers, {"mv": seg})
-    t = table(build(inv, live_of(inv, addrs), rules()), "ping")
+    t = table(build(inv, live_of(inv, addrs), rules()), "cping")
     assert t[("lab2", "m2", "mv")] == t[("lab3", "m3", "mv")] == "isolated"  # kernel design
     assert ("lab2", "m3", "mv") not in t
     inv = inv_with(containers, {"mv": {**seg, "shim": True}})
-    t = table(build(inv, live_of(inv, addrs), rules()), "ping")
+    t = table(build(inv, live_of(inv, addrs), rules()), "cping")
     for host in ("lab2", "lab3"):
         assert t[(host, "m2", "mv")] == t[(host, "m3", "mv")] == "reach"
     # a subnet off the hosts' segment and no shim: the host's only path is its default route, not tested
@@ -436,7 +437,8 @@ class Host:
                 out += ["@@CV@@ listener", self.listener]
             return RunResult(0, "\n".join(out) + "\n", "")
         if "docker run -d" in text:
-            tags = [line.split("; ", 1)[0].removeprefix("n=") for line in text.splitlines() if line.startswith("n=")]
+            lines = [line.removeprefix("( ") for line in text.splitlines()]
+            tags = [line.split("; ", 1)[0].removeprefix("n=") for line in lines if line.startswith("n=")]
             return RunResult(0, "".join(f"@@V@@ p{i} ok - {n}\n" for i, n in enumerate(tags)), "")
         out = []
         for line in text.splitlines():
@@ -767,3 +769,36 @@ def test_the_namespace_test_reads_proc_net_dev(tmp_path: Path) -> None:
     assert run_body(tmp_path, body, "has:lo nosuch0").startswith("@@V@@ t0 FAIL missing nosuch0 (sees ")
     if names != ["lo"]:
         assert run_body(tmp_path, body, "only:lo").startswith("@@V@@ t0 FAIL sees ")
+
+
+STUB_DOCKER = """#!/bin/sh
+echo "$(date +%s.%N) docker $*" >>"$LOG"
+case "$1" in
+run) sleep 0.5; echo 0123abcd ;;
+esac
+exit 0
+"""
+
+
+def test_probes_sharing_namespaces_start_side_by_side(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(STUB_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    probes = [Probe(n, "lab2", f"prov-cv-{n}", mode=f"container:{n}") for n in ("aa", "bb", "cc", "dd")]
+    script = start_script("lab2", probes, "probe:1", 60, parallel=True)
+    t0 = time.monotonic()
+    res = subprocess.run(
+        ["sh", "-s"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(tmp_path / "log")},
+    )
+    took = time.monotonic() - t0
+    assert sorted(res.stdout.splitlines()) == [
+        f"@@V@@ p{i} ok - prov-cv-{n}" for i, n in enumerate(("aa", "bb", "cc", "dd"))
+    ]
+    assert took < 1.5, f"four 0.5 s starts took {took:.1f}s: not side by side"
+    assert "--network container:aa" in (tmp_path / "log").read_text()
