@@ -84,7 +84,8 @@ LISTENER = "prov-cv-listener"
 LISTENER_LABEL = "provisioner.listener"
 LISTEN_PORTS = (47991, 47992, 47993)
 OUTSIDE = "verify.outside"
-WIDTH = 80
+# the terminal shows a task's message indented by 6 columns: what is printed must fit 80 columns there
+WIDTH = 72
 _SECTION = "@@CV@@"
 
 
@@ -909,8 +910,9 @@ def _host_of(inv: Inventory, endpoint: str) -> str:
 # ---- rendering -------------------------------------------------------------------------------------------
 
 LEGEND = (
-    "  ok: reached; FAIL: no reply, reach expected; isolated: no reply, as expected;\n"
-    "  BROKEN: reached, isolation expected; ok?/none?: no expectation (report: why)"
+    "  ok: reached; FAIL: no reply, reach expected; isolated: no reply, as\n"
+    "  expected; BROKEN: reached, isolation expected; ok?/none?: no\n"
+    "  expectation (the report says why)"
 )
 
 
