@@ -971,7 +971,7 @@ def _line(o: Outcome) -> str:
     failed = o.failed or cell.endswith("?")
     if e.kind == NAT.name:
         to, _, src = (o.address or "?").partition(" from ")
-        text = f"{e.source} -> {to} (NAT out, must arrive from {src}): {cell}"
+        text = f"{e.source} -> {to} (NAT out as {src}): {cell}"
     elif e.kind == OUT.name:
         text = f"{e.source} -> {o.address} (ping out): {cell}"
     else:

@@ -157,7 +157,7 @@ def test_verify_sees_reach_isolation_ports_nat_and_namespaces_within_budget(lab:
     assert not any({s, d} == {"mid", "far"} for s, d, _ in got)
     assert "Docker 20.10.5" in task["verify"]["rule_sets"]["lab2"]
     msg = task["message"]
-    assert "front@lab2: ping from (row) to (column)" in msg and "arrive from 198.18.91.12): ok" in msg
+    assert "front@lab2: ping from (row) to (column)" in msg and "(NAT out as 198.18.91.12): ok" in msg
     assert max(len(line) for line in msg.splitlines()) <= 72  # the terminal indents it by 6
     assert took <= 15, f"verify took {took:.1f}s (budget 15 s)"
 

@@ -537,7 +537,7 @@ def test_a_healthy_tutorial_passes_with_its_matrices_and_every_pair_in_the_repor
     assert out.startswith("all 6 expectations of 3 containers hold"), out
     assert "bridge@lab2: ping from (row) to (column)" in out and "32773/tcp: bytes through the published port" in out
     assert max(len(line) for line in out.splitlines()) <= 72  # the terminal indents it by 6
-    assert "box -> 198.18.0.11:47991 (NAT out, must arrive from 198.18.0.12): ok" in out
+    assert "box -> 198.18.0.11:47991 (NAT out as 198.18.0.12): ok" in out
     assert data is not None and data["ok"] is True
     pair = next(p for p in data["pairs"] if (p["source"], p["destination"]) == ("box", "httpd"))
     assert (pair["expected"], pair["observed"], pair["verdict"], pair["network"], pair["network_host"]) == (
@@ -597,7 +597,7 @@ def test_nat_from_the_wrong_source_names_the_missing_masquerade() -> None:
     hosts = tutorial_hosts(reach, masquerade="-A POSTROUTING -s 198.19.2.0/24 ! -o br-1 -j MASQUERADE")
     out, data = run_check(hosts, tutorial_inv())
     flat = " ".join(out.split())
-    assert "httpd -> 198.18.0.11:47991 (NAT out, must arrive from 198.18.0.12): FAIL (arrived from 172.17.0.2" in flat
+    assert "httpd -> 198.18.0.11:47991 (NAT out as 198.18.0.12): FAIL (arrived from 172.17.0.2" in flat
     assert "missing MASQUERADE on lab2 for 172.17.0.0/16" in flat
     assert data is not None and data["ok"] is False
 
