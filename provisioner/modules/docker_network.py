@@ -201,7 +201,8 @@ def _gateway(net: Network) -> IPAddr:
 
 def host_slices(inv: Inventory, name: str, all_facts: Mapping[str, HostFacts]) -> dict[str, Slice]:
     """Each host's --ip-range slice of macvlan/ipvlan network ``name`` (empty: too small to split, or
-    not such a network). Pure and the same for every host of a run, since it reads every host's facts."""
+    not such a network). Pure and the same for every host of a run, since it reads every host's facts;
+    a host whose facts are missing is left out, and while one is, no new slice is chosen (TaskError)."""
     net = inv.networks[name]
     if net.driver not in MODE_OPTION:
         return {}
@@ -216,15 +217,20 @@ def host_slices(inv: Inventory, name: str, all_facts: Mapping[str, HostFacts]) -
         live = _live_range(all_facts.get(h), name, net)
         if live is not None:
             out[h] = Slice(live, "live")
-        elif h not in all_facts:
-            # not gathered in this run (--limit, unreachable): assume it has the slice it was computed
-            out[h] = Slice(computed[h], "computed")
+    # not gathered in this run (--limit, unreachable): their slices are unknown, so no new one is chosen
+    unseen = [h for h in hosts if h not in all_facts]
     reserved = [_gateway(net), *_static_addresses(inv, name), *live_shim_addresses(inv, name, all_facts).values()]
     size = next(iter(computed.values())).prefixlen
     cuts = _cuts(net.subnet, size)
     for h in hosts:
-        if h in out:
+        if h in out or h in unseen:
             continue
+        if unseen:
+            raise TaskError(
+                f"network {name}: cannot choose {h}'s --ip-range slice without seeing {', '.join(unseen)} "
+                "(not gathered in this run: --limit, or unreachable); their live slices decide which are free",
+                fix=f"run without --limit, or with {', '.join(unseen)} in it and reachable",
+            )
         want = computed[h]
 
         def free(c: IPNet) -> bool:
@@ -238,7 +244,7 @@ def host_slices(inv: Inventory, name: str, all_facts: Mapping[str, HostFacts]) -
                 fix=f"give networks.{name}.ip_ranges explicitly, or a larger subnet",
             )
         out[h] = Slice(pick, "computed" if pick == want else f"first free: {want} is taken")
-    return {h: out[h] for h in hosts}
+    return {h: out[h] for h in hosts if h in out}
 
 
 def _shim_address_of(f: HostFacts | None, name: str, net: Network) -> IPAddr | None:
@@ -604,8 +610,10 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
                     if down:
                         # Docker lists no global network while its store is down: whether this one exists
                         # (and how) is unknown until the store runs; apply looks again once it does
-                        unknown.append(f"{name} cannot be seen while the store is down ({down}); apply checks it "
-                                       "once the store runs")
+                        unknown.append(
+                            f"{name} cannot be seen while the store is down ({down}); apply checks it "
+                            "once the store runs"
+                        )
                         continue
                     _lost_store_check(ctx.host, name, all_facts)
                 cmd = create_command(name, net, swarm, rng)

@@ -191,7 +191,8 @@ def macnet(**over: Any) -> NetworkFact:
     ],
 )  # fmt: skip
 def test_create_command_per_kind(net: dict[str, Any], host: str, command: str) -> None:
-    (c,) = changes(plan(DockerNetworkModule(), facts(host), local_inv(n1=net)))
+    both = {h: facts(h) for h in ("lab2", "lab3")}
+    (c,) = changes(plan(DockerNetworkModule(), both[host], local_inv(n1=net), all_facts=both))
     assert c.commands == [command]
 
 
@@ -235,6 +236,17 @@ def test_slices_are_read_back_from_live_networks(
     all_facts = {h: facts(h, networks=[macnet(ip_ranges=[live[h]])] if h in live else []) for h in hosts}
     got = docker_network.host_slices(inv, "macnet", all_facts)
     assert {h: f"{s.range} {s.how}" for h, s in got.items()} == expect
+
+
+def test_no_new_slice_while_a_host_of_the_network_is_not_seen() -> None:
+    # lab2 and lab3 exist on .32 and .64; lab1 joins, in a run that does not see lab2 (--limit, unreachable):
+    # lab2's slice is unknown, so lab1's is not chosen (it could land on lab2's)
+    inv = local_inv(macnet={**MAC, "hosts": ["lab1", "lab2", "lab3"]})
+    seen = {"lab1": facts("lab1"), "lab3": facts("lab3", networks=[macnet(ip_ranges=["198.18.86.64/27"])])}
+    with pytest.raises(TaskError, match=r"cannot choose lab1's --ip-range slice without seeing lab2 \(not gathered"):
+        docker_network.host_slices(inv, "macnet", seen)
+    # a host whose network exists keeps its slice meanwhile
+    assert isinstance(plan(DockerNetworkModule(), seen["lab3"], inv, all_facts={"lab3": seen["lab3"]}), NoOp)
 
 
 def test_adding_a_host_changes_nothing_on_the_others() -> None:
@@ -299,7 +311,7 @@ def test_bridge_drift_on_every_key(net: dict[str, Any], have: dict[str, Any], ex
 )  # fmt: skip
 def test_macvlan_drift_on_parent_and_mode(net: dict[str, Any], options: dict[str, str], expect: list[str]) -> None:
     inv = local_inv(macnet=net)
-    ip_range = docker_network.host_slices(inv, "macnet", {}).get("lab2")
+    ip_range = docker_network.host_slices(inv, "macnet", {h: facts(h) for h in ("lab2", "lab3")}).get("lab2")
     assert ip_range is not None
     assert docker_network.drift(inv.networks["macnet"], macnet(options=options), ip_range=ip_range.range) == expect
 
@@ -344,7 +356,7 @@ def shim_host(
     ],
 )  # fmt: skip
 def test_shim_changes(host: HostFacts, expect: str, steps: int) -> None:
-    p = plan(DockerNetworkModule(), host, local_inv(macnet=SHIM_ON))
+    p = plan(DockerNetworkModule(), host, local_inv(macnet=SHIM_ON), all_facts={"lab2": host, "lab3": facts("lab3")})
     if expect == "noop":
         assert isinstance(p, NoOp), p
         return
@@ -359,7 +371,9 @@ def test_shim_changes(host: HostFacts, expect: str, steps: int) -> None:
 
 
 def test_shim_off_removes_the_unit() -> None:
-    (c,) = changes(plan(DockerNetworkModule(), shim_host(link={}), local_inv(macnet=MAC)))
+    lab2 = shim_host(link={})
+    both = {"lab2": lab2, "lab3": facts("lab3")}
+    (c,) = changes(plan(DockerNetworkModule(), lab2, local_inv(macnet=MAC), all_facts=both))
     assert c.description == "remove shim shim-macnet of macnet (shim is off in the inventory)"
     assert c.commands == [
         "systemctl disable --now provisioner-shim-macnet.service; "
@@ -416,7 +430,8 @@ def with_kernel(f: HostFacts, **kinds: bool | None) -> HostFacts:
 def test_preflight(net: dict[str, Any], host: HostFacts, expect: str) -> None:
     inv = local_inv(n1=net)
     mod = DockerNetworkModule()
-    reasons = mod.preflight(PlanContext(host.host, host, inv, {host.host: host}), mod.Args.model_validate({}))
+    everyone = {"lab3": facts("lab3"), host.host: host}
+    reasons = mod.preflight(PlanContext(host.host, host, inv, everyone), mod.Args.model_validate({}))
     if not expect:
         assert reasons == []
         return

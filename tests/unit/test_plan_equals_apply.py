@@ -85,8 +85,9 @@ CASES: list[Case] = [
          NetworkFact(name="ov_net1", driver="overlay", scope="global", subnets=["198.19.9.0/24"], attachable=True)]))),
     # a local macvlan with a shim: its slice, then the shim's unit written (Put) and started
     ("docker_network_macvlan", docker_network.DockerNetworkModule(), {},
-     lambda _t: _lab(inventory(kv_store=None, networks={"macnet": {
-         "driver": "macvlan", "subnet": "198.18.86.0/24", "parent": "eth0", "shim": True}}), facts("lab2"))),
+     lambda _t: (inventory(kv_store=None, networks={"macnet": {
+         "driver": "macvlan", "subnet": "198.18.86.0/24", "parent": "eth0", "shim": True}}), facts("lab2"),
+         {"lab2": facts("lab2"), "lab3": facts("lab3")})),
     ("docker_container", docker_container.DockerContainerModule(), {}, _containers),
     ("swarm", swarm.SwarmModule(), {},
      lambda _t: (inventory(docker={"overlay_mode": "swarm"}), facts("lab3"), {
