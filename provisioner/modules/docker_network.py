@@ -213,7 +213,9 @@ def host_slices(inv: Inventory, name: str, all_facts: Mapping[str, HostFacts]) -
         return {}
     hosts = inv.network_hosts(name)
     out: dict[str, Slice] = {}
-    for h in hosts:
+    # a host no longer among the network's hosts keeps its network (the tool removes none): its slice
+    # stays taken while it is there
+    for h in [*hosts, *(h for h in all_facts if h not in hosts)]:
         live = _live_range(all_facts.get(h), name, net)
         if live is not None:
             out[h] = Slice(live, "live")

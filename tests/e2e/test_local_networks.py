@@ -251,6 +251,16 @@ def test_a_third_host_moves_no_slice_network_or_address(lab: LabInfo, playbook: 
     assert all(reaches("lab1", "", a) for a in new.values())  # lab1's own shim
 
 
+def test_a_host_removed_from_the_middle_moves_no_other(lab: LabInfo, playbook: Path, tmp_path: Path) -> None:
+    hosts = {"lab1": ["m1a", "m1b"], "lab3": CONTAINERS["lab3"]}
+    before = {h: (network(h, "macnet"), addresses(h, names)) for h, names in hosts.items()}
+    # lab2 leaves macnet's hosts (its network stays: the tool removes none, and its slice stays taken)
+    inv = write_inventory(lab, tmp_path / "inv.yml", ["lab3", "lab1"])
+    first = apply_twice(inv, playbook, "middle host removed")
+    assert all(changed_lines(first, h) == [] for h in ("lab1", "lab2", "lab3")), first
+    assert {h: (network(h, "macnet"), addresses(h, names)) for h, names in hosts.items()} == before
+
+
 def test_ipvlan_is_refused_at_preflight_and_nothing_is_created(lab: LabInfo, playbook: Path, tmp_path: Path) -> None:
     # on a VLAN sub-interface of eth0 (eth0 itself carries macnet); Docker would create eth0.50 itself
     ipnet = {"ipnet": {"driver": "ipvlan", "subnet": IPVLAN_SUBNET, "parent": "eth0.50", "mode": "l2",

@@ -225,6 +225,9 @@ def test_plan_shows_each_hosts_slice() -> None:
         # then lab2 removed too: lab3 and lab1 keep theirs; a new lab2 would not land on lab3's
         (["lab1", "lab3"], {"lab1": "198.18.86.96/27", "lab3": "198.18.86.64/27"},
          {"lab1": "198.18.86.96/27 live", "lab3": "198.18.86.64/27 live"}),
+        # lab2 left the network's hosts but still has the network: its slice stays taken, lab1 does not get it
+        (["lab1", "lab3"], {"lab2": "198.18.86.32/27", "lab3": "198.18.86.64/27"},
+         {"lab1": "198.18.86.96/27 first free: 198.18.86.32/27 is taken", "lab3": "198.18.86.64/27 live"}),
         # a live range outside the subnet (a network made by hand) is not a slice: computed, and drift
         (["lab2"], {"lab2": "10.9.0.0/24"}, {"lab2": "198.18.86.32/27 computed"}),
     ],
@@ -233,7 +236,7 @@ def test_slices_are_read_back_from_live_networks(
     hosts: list[str], live: dict[str, str], expect: dict[str, str]
 ) -> None:
     inv = local_inv(macnet={**MAC, "hosts": hosts})
-    all_facts = {h: facts(h, networks=[macnet(ip_ranges=[live[h]])] if h in live else []) for h in hosts}
+    all_facts = {h: facts(h, networks=[macnet(ip_ranges=[live[h]])] if h in live else []) for h in {*hosts, *live}}
     got = docker_network.host_slices(inv, "macnet", all_facts)
     assert {h: f"{s.range} {s.how}" for h, s in got.items()} == expect
 
