@@ -34,6 +34,7 @@ the probing host (same-named bridges on two hosts hand out the same addresses).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import re
@@ -65,6 +66,7 @@ from provisioner.connection.base import ShellConnection, q
 from provisioner.errors import ProvisionerError, TaskError
 from provisioner.facts import HostFacts
 from provisioner.inventory import Inventory, VerifySettings
+from provisioner.modules._docker import archive_info, normalize_ref
 from provisioner.modules.base import (
     ApplyContext,
     Check,
@@ -77,6 +79,8 @@ from provisioner.modules.base import (
     PlanContext,
     register,
 )
+from provisioner.modules.docker_image import load_step
+from provisioner.steps import StepState
 from provisioner.workloads import Container
 
 PROBE_PREFIX = "prov-cv-"
@@ -230,29 +234,38 @@ def discovery_script(names: Sequence[str], listener: str | None) -> str:
     return "\n".join(lines) + "\ntrue\n"
 
 
+NO_IMAGE = "no image"
+
+
 def listener_script(image: str, lifetime: int = 300) -> str:
     """Start an HTTP listener in the host's network namespace whose CGI answers ``src ADDRESS``: the address
-    a request arrived from (busybox httpd sets REMOTE_ADDR). The first free port of LISTEN_PORTS."""
-    out = [
-        f"docker ps -aq --filter label={LISTENER_LABEL} | xargs -r docker rm -f >/dev/null 2>&1; e=",
-        "for p in " + " ".join(map(str, LISTEN_PORTS)) + "; do",
-    ]
+    a request arrived from (busybox httpd sets REMOTE_ADDR), on the first free port of LISTEN_PORTS.
+    Prints ``ok PORT``, ``err WHY``, or NO_IMAGE when the image is not on the host (never pulled: a pull
+    that cannot reach a registry waits for its DNS timeout)."""
     cgi = 'printf "#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho src \\$REMOTE_ADDR\\n"'
     inner = (
         f"mkdir -p /tmp/w/cgi-bin && {cgi} >/tmp/w/cgi-bin/src && chmod 755 /tmp/w/cgi-bin/src && "
         f'exec timeout {lifetime} httpd -f -p "0.0.0.0:$0" -h /tmp/w'
     )
-    out += [
-        '  grep -qi ":$(printf %04X "$p") " /proc/net/tcp /proc/net/tcp6 2>/dev/null && continue',
-        f"  if e=$(docker run -d --rm --label {LISTENER_LABEL}=1 --network host --name {LISTENER} {q(image)} "
-        f'sh -c {q(inner)} "$p" 2>&1) && sleep 0.3 && '
-        f'[ "$(docker inspect -f "{{{{.State.Running}}}}" {LISTENER} 2>/dev/null)" = true ]; '
-        'then echo "ok $p"; e=; break; fi',
-        f"  docker rm -f {LISTENER} >/dev/null 2>&1",
-        "done",
-        '[ -z "$e" ] || echo "err $(printf %s "$e" | tail -n 1)"',
-    ]
-    return "\n".join(out)
+    return "\n".join(
+        [
+            f"docker ps -aq --filter label={LISTENER_LABEL} | xargs -r docker rm -f >/dev/null 2>&1; e=",
+            f"if ! docker image inspect {q(image)} >/dev/null 2>&1; then echo {q(NO_IMAGE)}; else",
+            "for p in " + " ".join(map(str, LISTEN_PORTS)) + "; do",
+            '  grep -qi ":$(printf %04X "$p") " /proc/net/tcp /proc/net/tcp6 2>/dev/null && continue',
+            f"  if ! e=$(docker run -d --rm --label {LISTENER_LABEL}=1 --network host --name {LISTENER} "
+            f'{q(image)} sh -c {q(inner)} "$p" 2>&1); then break; fi',
+            # started: running unless its httpd could not bind (the port taken after all): then the next
+            f'  sleep 0.3; if [ "$(docker inspect -f "{{{{.State.Running}}}}" {LISTENER} 2>/dev/null)" = true ]; '
+            'then echo "ok $p"; e=; break; fi',
+            f'  e="port $p: $(docker logs {LISTENER} 2>&1 | tail -n 1)"; docker rm -f {LISTENER} >/dev/null 2>&1',
+            "done",
+            # the line that says what went wrong, not docker's "Run 'docker run --help'" after it
+            '[ -z "$e" ] || echo "err $(printf %s "$e" | grep -m 1 -i -e error -e port -e unable || '
+            'printf %s "$e" | head -n 1)"',
+            "fi",
+        ]
+    )
 
 
 def parse_discovery(stdout: str) -> LiveHost:
@@ -789,12 +802,18 @@ def run_verify(ctx: ApplyContext) -> CheckOutcome:
         notes: list[str] = []
         if outside_host is not None and outside_host in live:
             lh = live[outside_host]
+            if lh.listener_error == NO_IMAGE and v.image_archive is not None:
+                # the outside host is no docker host of the playbooks, so it has no probe image: load it
+                ctx.log(f"loading {v.image} on {outside_host} for the NAT listener")
+                lh.listener, lh.listener_error = _load_and_listen(ctx, conn_of(outside_host), outside_host)
+                if lh.listener is not None:
+                    notes.append(f"loaded {v.image} on {outside_host} (verify.image_archive) for the NAT listener")
             if lh.listener is not None:
                 listener = (outside_host, lh.listener)
             else:
                 notes.append(
                     f"the NAT listener did not start on {outside_host} ({lh.listener_error}): NAT out is pinged, "
-                    f"the source address not seen (load {v.image} there: docker_image from_inventory: verify)"
+                    f"the source address not seen (give verify.image_archive, or load {v.image} there)"
                 )
         built = build(inv, live, rules, listener=listener)
         built.notes[:0] = notes
@@ -835,6 +854,20 @@ def run_verify(ctx: ApplyContext) -> CheckOutcome:
         fix="fix the first cause that applies, then run `provisioner verify -i INVENTORY` again",
         data=data,
     )
+
+
+def _load_and_listen(ctx: ApplyContext, conn: ShellConnection, host: str) -> tuple[int | None, str]:
+    """Load verify.image from verify.image_archive on ``host``, then start the listener: (port, error)."""
+    v = ctx.inventory.verify
+    assert v.image_archive is not None
+    try:
+        step = load_step(archive_info(v.image_archive), normalize_ref(v.image))
+        step.run(dataclasses.replace(ctx, host=host, conn=conn), StepState())
+        res = conn.run("sh -s", sudo=True, stdin=listener_script(v.image).encode(), timeout=120)
+    except ProvisionerError as e:
+        return None, str(e).splitlines()[0]
+    live = parse_discovery(f"{_SECTION} listener\n{res.stdout}")
+    return live.listener, live.listener_error
 
 
 def likely_cause(inv: Inventory, o: Outcome, live: Mapping[str, LiveHost]) -> str | None:

@@ -32,7 +32,7 @@ from provisioner.inventory import Inventory, VerifySettings
 from provisioner.modules import container_verify as cv
 from provisioner.modules.base import ApplyContext, Check, CheckFailed, CheckOutcome, NoOp, PlanContext
 from provisioner.modules.container_verify import LiveContainer, LiveHost, build, rule_set
-from tests.builders import ADDR, facts, inventory
+from tests.builders import ADDR, facts, inventory, make_archive
 
 MOD = cv.ContainerVerifyModule()
 V20 = facts("lab2", server_version="20.10.5")
@@ -408,6 +408,7 @@ class Host:
         self.docker_user, self.masquerade, self.listener = docker_user, masquerade, listener
         self.conn = FakeConnection(name).on(r"^sh -s$", respond=self.script).on(r"^docker rm -f", rc=0)
         self.scripts: list[str] = []
+        self.after_load = ""  # what the listener script alone answers
 
     def script(self, _cmd: str, stdin: bytes | None) -> RunResult:
         text = (stdin or b"").decode()
@@ -436,6 +437,8 @@ class Host:
             if "@@CV@@ listener" in text:
                 out += ["@@CV@@ listener", self.listener]
             return RunResult(0, "\n".join(out) + "\n", "")
+        if "docker image inspect" in text:
+            return RunResult(0, self.after_load + "\n", "")
         if "docker run -d" in text:
             lines = [line.removeprefix("( ") for line in text.splitlines()]
             tags = [line.split("; ", 1)[0].removeprefix("n=") for line in lines if line.startswith("n=")]
@@ -802,3 +805,25 @@ def test_probes_sharing_namespaces_start_side_by_side(tmp_path: Path) -> None:
     ]
     assert took < 1.5, f"four 0.5 s starts took {took:.1f}s: not side by side"
     assert "--network container:aa" in (tmp_path / "log").read_text()
+
+
+def test_the_outside_host_gets_the_probe_image_from_its_archive_for_the_listener(tmp_path: Path) -> None:
+    archive = tmp_path / "probe.tar"
+    make_archive(archive)
+    inv = inv_with(
+        TUTORIAL,
+        {"net1": {"driver": "bridge", "subnet": "198.19.2.0/24"}},
+        verify={"outside": ADDR["lab1"], "image": "provisioner-lab/probe:latest", "image_archive": str(archive)},
+    )
+    hosts = tutorial_hosts(healthy)
+    lab1 = hosts["lab1"]
+    lab1.listener = cv.NO_IMAGE  # discovery: the image is not there
+    lab1.after_load = "ok 47993"  # the listener, once the image is loaded
+    lab1.conn.on(r"docker load", rc=0)
+    out, _ = run_check(hosts, inv)
+    assert out.startswith("all 6 expectations"), out
+    assert "box -> 198.18.0.11:47993 (NAT out as 198.18.0.12): ok" in out
+    assert "loaded provisioner-lab/probe:latest on lab1 (verify.image_archive) for the NAT listener" in " ".join(
+        out.split()
+    )
+    assert any("docker load" in c for c in lab1.conn.calls)
