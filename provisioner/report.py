@@ -54,7 +54,8 @@ class LiveEvents:
                 self.console.print(Text(f"      - {redact(change.description, change.secrets)}"))
                 if change.requires is not None and check:
                     flag = FLAGS.get(change.requires, change.requires)
-                    self.console.print(Text(f"          ! apply does this only with {flag}", style="magenta"))
+                    what = "leaves this as it is without" if change.optional else "does this only with"
+                    self.console.print(Text(f"          ! apply {what} {flag}", style="magenta"))
                 for note in change.notes:
                     self.console.print(Text(f"          ! {redact(note, change.secrets)}", style="magenta"))
                 if self.show_diff:

@@ -146,21 +146,27 @@ def _shown(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
 
 
-def differences(w: Wanted, have: ContainerFact, image_id: str | None) -> dict[str, str]:
-    """field -> what differs, for the fields only a recreation changes (empty: none)."""
+def _differ(names: list[str]) -> str:
+    one = len(names) == 1 and names[0] not in ("ports", "volumes", "labels")
+    return f"{', '.join(names)} {'differs' if one else 'differ'}"
+
+
+def differences(w: Wanted, have: ContainerFact, image_id: str | None, archive: Path | None) -> dict[str, str]:
+    """field -> what differs, for the fields only a recreation changes (empty: none). ``image_id`` is what
+    the container must run: the id of ``archive`` when its ref comes from one, else what the tag names."""
     out: dict[str, str] = {}
     spec = w.spec
     if normalize_ref(have.image) != w.ref:
         out["image"] = f"{have.image} on the host, {spec.image} declared"
     elif image_id and have.image_id and have.image_id != image_id:
         out["image"] = f"the container runs {short_id(have.image_id)}, {w.ref} is {short_id(image_id)} " + (
-            f"(in {spec.image_archive.name})" if spec.image_archive else "on the host"
+            f"(in {archive.name})" if archive else "on the host"
         )
     if spec.command is not None and have.cmd != spec.command:
         out["command"] = f"{_shown(have.cmd)} on the host, {_shown(spec.command)} declared"
     env = [k for k, v in spec.env_values().items() if have.env_digests.get(k) != env_digest(v)]
     if env:
-        out["env"] = f"{', '.join(env)} differ on the host (or are not set there)"
+        out["env"] = f"{_differ(env)} on the host (or are not set there)"
     have_ports = sorted(_port_key(p.host_ip, p.host_port, p.container_port, p.proto) for p in have.port_bindings)
     if have_ports != w.ports():
         out["ports"] = f"{_shown(have_ports)} on the host, {_shown(w.ports())} declared"
@@ -170,7 +176,7 @@ def differences(w: Wanted, have: ContainerFact, image_id: str | None) -> dict[st
         out["volumes"] = f"{_shown(have.binds + have.volumes)} on the host, {_shown(sorted(spec.volumes))} declared"
     labels = [k for k, v in spec.labels.items() if have.labels.get(k) != v]
     if labels:
-        out["labels"] = f"{', '.join(labels)} differ on the host"
+        out["labels"] = f"{_differ(labels)} on the host"
     mode: str | None = have.network_mode
     if mode not in ("none", "host") and not have.network_mode.startswith("container:"):
         mode = None  # on a network (default, bridge, a network's name)
@@ -354,7 +360,7 @@ class DockerContainerModule(Module[DockerContainerArgs]):
                 images[w.ref][1].append(name)
             elif isinstance(found := image_change(d.images, w.ref, sources[w.ref]), Change):
                 images[w.ref] = (found, [name])
-            change = self._converge(w, have, managed, _image_id(d, w.ref, sources[w.ref]))
+            change = self._converge(w, have, managed, _image_id(d, w.ref, sources[w.ref]), sources[w.ref])
             if change is None:
                 in_sync.append(name)
             else:
@@ -375,7 +381,9 @@ class DockerContainerModule(Module[DockerContainerArgs]):
             "; ".join(said) or f"no container is declared on {ctx.host}, and none provisioner manages is left here"
         )
 
-    def _converge(self, w: Wanted, have: ContainerFact | None, managed: bool, image_id: str | None) -> Change | None:
+    def _converge(
+        self, w: Wanted, have: ContainerFact | None, managed: bool, image_id: str | None, archive: Path | None
+    ) -> Change | None:
         """The one change that brings this container where it is declared (None: it is)."""
         name = w.name
         secrets = tuple(w.secret_env.values())
@@ -395,10 +403,10 @@ class DockerContainerModule(Module[DockerContainerArgs]):
                 requires="adopt",
                 secrets=secrets,
             )
-        diffs = differences(w, have, image_id)
+        diffs = differences(w, have, image_id, archive)
         if diffs:
             return Change(
-                f"recreate container {name} ({', '.join(diffs)} differ)",
+                f"recreate container {name} ({_differ(list(diffs))})",
                 steps=[_remove(name), *steps],
                 rollback=rollback,
                 notes=[f"{field}: {why}" for field, why in diffs.items()]

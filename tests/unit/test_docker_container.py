@@ -193,24 +193,24 @@ CASES = [
     # ---- drift a recreation fixes, named field by field -----------------------------------------------
     Case("image changed in the inventory", declared={"box": _edit(image="provisioner-lab/probe:v2")},
          was={"box": BOX}, images={PROBE: PROBE_ID, "provisioner-lab/probe:v2": PROBE_ID},
-         expect=("recreate container box (image differ)",),
+         expect=("recreate container box (image differs)",),
          notes=("image: provisioner-lab/probe:latest on the host, provisioner-lab/probe:v2 declared",
                 "gets a new id"),
          steps=("docker rm -f box", "docker create --name box", "provisioner-lab/probe:v2", "docker start box")),
     Case("its tag now points at another image id", images={PROBE: OTHER_ID},
-         expect=("recreate container box (image differ)",),
+         expect=("recreate container box (image differs)",),
          notes=("image: the container runs aaaaaaaaaaaa, provisioner-lab/probe:latest is bbbbbbbbbbbb on the host",)),
     Case("command changed", declared={"box": _edit(command=["sleep", "1"])}, was={"box": BOX},
-         expect=("recreate container box (command differ)",),
+         expect=("recreate container box (command differs)",),
          notes=('command: ["sleep", "infinity"] on the host, ["sleep", "1"] declared',)),
     Case("command back to the image's default: only the fields label can tell",
          declared={"box": {k: v for k, v in BOX.items() if k != "command"}}, was={"box": BOX},
-         expect=("recreate container box (command differ)",),
+         expect=("recreate container box (command differs)",),
          notes=("command: changed in the inventory since the container was created; declared: (none)",)),
     Case("env value changed", declared={"box": _edit(env={"A": "2"})}, was={"box": BOX},
-         expect=("recreate container box (env differ)",), notes=("env: A differ on the host",)),
+         expect=("recreate container box (env differs)",), notes=("env: A differs on the host",)),
     Case("env var removed: only the fields label can tell", declared={"box": _edit(env={})}, was={"box": BOX},
-         expect=("recreate container box (env differ)",),
+         expect=("recreate container box (env differs)",),
          notes=("env: changed in the inventory since the container was created",)),
     Case("ports changed", declared={"box": _edit(ports=["127.0.0.1:8080:80"])}, was={"box": BOX},
          expect=("recreate container box (ports differ)",),
@@ -220,14 +220,14 @@ CASES = [
     Case("volume added", declared={"box": _edit(volumes=["/srv:/data:ro"])}, was={"box": BOX},
          expect=("recreate container box (volumes differ)",), steps=("--volume /srv:/data:ro",)),
     Case("label changed", declared={"box": _edit(labels={"tier": "db"})}, was={"box": _edit(labels={"tier": "web"})},
-         expect=("recreate container box (labels differ)",), notes=("labels: tier differ on the host",)),
+         expect=("recreate container box (labels differ)",), notes=("labels: tier differs on the host",)),
     Case("network_mode host declared, the container is on networks",
          declared={"box": {**{k: v for k, v in BOX.items() if k not in ("networks", "ports")}, "network_mode": "host"}},
          was={"box": BOX}, expect=("recreate container box (ports, network_mode differ)",),
          notes=("network_mode: (none) on the host, host declared",), steps=("--network host",)),
     Case("archive holds another image than the container runs: loaded, then recreated",
          declared={"box": _edit(image_archive="ARCHIVE")}, images={PROBE: PROBE_ID},
-         expect=("load provisioner-lab/probe:latest from probe.tar", "recreate container box (image differ)"),
+         expect=("load provisioner-lab/probe:latest from probe.tar", "recreate container box (image differs)"),
          notes=("(in probe.tar)",)),
     Case("two containers of one ref: loaded from the archive one of them names, never pulled",
          live=lambda inv, was: [], images={},
@@ -391,8 +391,8 @@ def test_a_changed_secret_is_drift_without_showing_it(secret_env: None, monkeypa
     monkeypatch.setenv("H14E_DB_PASSWORD", "another-one")
     changed = inv_of({"box": _edit(env={"PW": {"from_env": "H14E_DB_PASSWORD"}})})
     (c,) = changes(plan(MODULE, host_facts("lab2", [live]), changed))
-    assert c.description == "recreate container box (env differ)"
-    assert c.notes[0] == "env: PW differ on the host (or are not set there)"
+    assert c.description == "recreate container box (env differs)"
+    assert c.notes[0] == "env: PW differs on the host (or are not set there)"
     # the label a plan prints records that PW is a secret, never its value: the same label either way
     assert Wanted("box", changed.containers["box"]).labels() == Wanted("box", inv.containers["box"]).labels()
 
