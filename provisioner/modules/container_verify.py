@@ -882,6 +882,12 @@ def likely_cause(inv: Inventory, o: Outcome, live: Mapping[str, LiveHost]) -> st
     dst_host = _host_of(inv, e.destination)
     if e.kind == REACH.name and isinstance(e.via, Net):
         if v == "isolation broken":
+            src_live = live[src_host].containers.get(e.source) if src_host in live else None
+            if src_live is not None and e.via.name in src_live.addresses:
+                return (
+                    f"{e.source} is connected to {e.via.name} on {src_host}, which the inventory does not declare "
+                    f"(apply the containers task, or docker network disconnect {e.via.name} {e.source} there)"
+                )
             rules = live[dst_host].docker_user if dst_host in live else []
             if rules:
                 return f"DOCKER-USER on {dst_host} accepts traffic before Docker's isolation: {rules[0]}"

@@ -827,3 +827,17 @@ def test_the_outside_host_gets_the_probe_image_from_its_archive_for_the_listener
         out.split()
     )
     assert any("docker load" in c for c in lab1.conn.calls)
+
+
+def test_isolation_broken_by_an_undeclared_connection_names_it() -> None:
+    def reach(probe: str, target: str) -> str:
+        return "ok" if target == "172.17.0.2" and probe == "prov-cv-box" else healthy(probe, target)
+
+    hosts = tutorial_hosts(reach)
+    # box is on bridge too, by hand: the inventory says net1 only
+    hosts["lab2"].inspect[1] = inspected("box", net1="198.19.2.2", bridge="172.17.0.3")
+    _, data = run_check(hosts, tutorial_inv())
+    assert data is not None
+    (p,) = [p for p in data["pairs"] if p["verdict"] == "isolation broken"]
+    assert (p["source"], p["destination"]) == ("box", "httpd")
+    assert p["likely_cause"].startswith("box is connected to bridge on lab2, which the inventory does not declare")
