@@ -143,13 +143,14 @@ def _netns_body(_s: VerifySettings, x: str) -> str:
 
 
 def _reach_body(s: VerifySettings, x: str) -> str:
-    # a pair that must reach gets the probe matrix's whole deadline (a new overlay endpoint takes a
-    # moment to be learned); one that must not (BRIEF set) one ping with a 2 s deadline: a broken
-    # isolation answers within milliseconds on one host, and all of a probe's tests run side by side
+    # one reply is enough: `ping -c 1 -w D` sends a packet a second and stops at the first reply. A pair
+    # that must reach gets the probe matrix's deadline (a new overlay endpoint takes a moment to be
+    # learned); one that must not (BRIEF set) 2 s: a broken isolation answers within milliseconds on one
+    # host, and all of a probe's tests run side by side
+    deadline = max(2, round((s.retries + 1) * s.timeout / 2))
     return (
-        'if [ -n "$4" ]; then '
-        f'if {x}ping -c 1 -w 2 -W 1 "$2" >/dev/null 2>&1; then echo "{MARK} $3 ok"; else echo "{MARK} $3 FAIL"; fi; '
-        f"else {PING.body(s, x)}; fi"
+        f'd={deadline}; [ -n "$4" ] && d=2; '
+        f'if {x}ping -c 1 -w "$d" -W 1 "$2" >/dev/null 2>&1; then echo "{MARK} $3 ok"; else echo "{MARK} $3 FAIL"; fi'
     )
 
 
@@ -183,7 +184,7 @@ NAT = register_kind(
         },
     )
 )
-OUT = register_kind(Kind("cout", "ping from (row) to verify.outside", PING.body, NAT.hints))
+OUT = register_kind(Kind("cout", "ping from (row) to verify.outside", _reach_body, NAT.hints))
 NETNS = register_kind(Kind("cnetns", "interfaces seen in (row)", _netns_body, {}))
 
 

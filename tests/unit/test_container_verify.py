@@ -841,3 +841,26 @@ def test_isolation_broken_by_an_undeclared_connection_names_it() -> None:
     (p,) = [p for p in data["pairs"] if p["verdict"] == "isolation broken"]
     assert (p["source"], p["destination"]) == ("box", "httpd")
     assert p["likely_cause"].startswith("box is connected to bridge on lab2, which the inventory does not declare")
+
+
+STUB_PING = """#!/bin/sh
+# ping -c 1 -w D -W 1 TARGET: replies when TARGET is listed in $REACH; records the deadline it was given
+for a; do :; done
+prev=; for a; do [ "$prev" = -w ] && echo "$a" >>"$LOG"; prev=$a; done
+grep -qx "$a" "$REACH"
+"""
+
+
+@pytest.mark.parametrize(("brief", "deadline"), [("", "20"), ("brief", "2")])
+def test_a_pair_is_pinged_until_its_first_reply_for_its_deadline(tmp_path: Path, brief: str, deadline: str) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ping").write_text(STUB_PING)
+    (bin_dir / "ping").chmod(0o755)
+    (tmp_path / "reach").write_text("198.19.2.3\n")
+    body = cv.REACH.body(VerifySettings(), "")  # retries 3, timeout 10: a reach waits up to 20 s
+    script = f"f() {{ {body}; }}\nf - 198.19.2.3 t0 {brief}\nf - 198.19.2.4 t1 {brief}\n"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(tmp_path / "log"), "REACH": str(tmp_path / "reach")}
+    res = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=30, env=env)
+    assert res.stdout.splitlines() == ["@@V@@ t0 ok", "@@V@@ t1 FAIL"]
+    assert (tmp_path / "log").read_text().split() == [deadline, deadline]
