@@ -236,6 +236,8 @@ def discovery_script(names: Sequence[str], listener: str | None) -> str:
 
 
 NO_IMAGE = "no image"
+# in the background, detached from the connection: nothing waits for its ~1 s
+REMOVE_LISTENER = f"docker rm -f {LISTENER} </dev/null >/dev/null 2>&1 &"
 
 
 def listener_script(image: str, lifetime: int = 300) -> str:
@@ -832,7 +834,7 @@ def run_verify(ctx: ApplyContext) -> CheckOutcome:
         if outside_host is not None and isinstance(found.get(outside_host), LiveHost):
             # should this fail, the listener stops by itself (its httpd runs under timeout)
             with contextlib.suppress(ProvisionerError):
-                conn_of(outside_host).run(f"docker rm -f {LISTENER} >/dev/null 2>&1; true", sudo=True, timeout=60)
+                conn_of(outside_host).run(REMOVE_LISTENER, sudo=True, timeout=60)
     causes = [likely_cause(inv, o, live) for o in res.outcomes]
     data = res.data()
     for pair, cause in zip(data["pairs"], causes, strict=True):
