@@ -640,6 +640,9 @@ def build(
         if c.network_mode == "none":
             add(name, name, Net("none", c.host), NETNS, "reach", "network_mode: none has only lo", "only:lo")
         elif c.network_mode == "host":
+            b.notes.append(
+                f"{name}: network_mode host is {c.host} itself: not in the pair matrices, its interfaces checked"
+            )
             seen = [i for i in live.get(c.host, LiveHost()).interfaces if not i.startswith("veth")]
             add(name, name, Net("host", c.host), NETNS, "reach",
                 f"network_mode: host sees {c.host}'s interfaces", "has:" + " ".join(sorted(seen)))  # fmt: skip
@@ -678,6 +681,11 @@ def _shared(inv: Inventory, net: str, src: str, dst: str, same_host: bool) -> tu
         return "unknown", (
             f"macvlan mode vepa on {net}: same-host traffic goes out to the switch and comes back only if the switch "
             "reflects it (hairpin): the inventory does not say"
+        )
+    if spec.driver == "ipvlan" and mode == "l3" and not same_host:
+        return "unknown", (
+            f"ipvlan l3 on {net}: each host routes its own containers; across hosts only where the network "
+            "routes the subnet to them, which the inventory does not say"
         )
     if same_host and mode == "passthru":
         return (

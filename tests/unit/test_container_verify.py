@@ -183,6 +183,16 @@ def test_macvlan_modes(mode: str | None, same_host: str, cross_host: str) -> Non
     assert t[("m2a", "m3", "mv")] == t[("m3", "m2a", "mv")] == cross_host
 
 
+@pytest.mark.parametrize(("mode", "cross_host"), [("l2", "reach"), ("l3", "unknown")])
+def test_ipvlan_modes(mode: str, cross_host: str) -> None:
+    ipvlan = {"driver": "ipvlan", "subnet": "198.19.8.0/24", "parent": "eth0", "mode": mode}
+    inv = inv_with({"i2a": c("lab2", "iv"), "i2b": c("lab2", "iv"), "i3": c("lab3", "iv")}, {"iv": ipvlan})
+    addrs = {"i2a": {"iv": "198.19.8.34"}, "i2b": {"iv": "198.19.8.35"}, "i3": {"iv": "198.19.8.66"}}
+    t = table(build(inv, live_of(inv, addrs), rules()), "cping")
+    assert t[("i2a", "i2b", "iv")] == "reach"
+    assert t[("i2a", "i3", "iv")] == t[("i3", "i2a", "iv")] == cross_host
+
+
 def test_a_host_reaches_its_own_macvlan_containers_only_with_a_shim() -> None:
     # the macvlan subnet is the hosts' own segment (198.18.0.0/24): a host tries its own container on-link
     seg = {**MACVLAN, "subnet": "198.18.0.0/24", "ip_ranges": {"lab2": "198.18.0.64/27", "lab3": "198.18.0.96/27"}}
