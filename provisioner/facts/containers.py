@@ -14,8 +14,8 @@ import hashlib
 import os
 from typing import Any
 
-from provisioner.facts.docker import _containers, _dict, _int, _list
-from provisioner.facts.model import ContainerMount, HostFacts, PublishedPort
+from provisioner.facts.docker import _containers, _dict, _int, _list, published
+from provisioner.facts.model import ContainerMount, HostFacts
 from provisioner.facts.registry import Output, section
 
 CONTAINER_CONFIG = "container_config"
@@ -44,21 +44,7 @@ def _config(out: Output, facts: HostFacts) -> None:
             fact.env_digests[name] = env_digest(value)
         fact.restart_max_retries = _int(_dict(host.get("RestartPolicy")).get("MaximumRetryCount")) or 0
         fact.network_mode = str(host.get("NetworkMode") or "")
-        for key, bindings in sorted(_dict(host.get("PortBindings")).items()):
-            port, _, proto = str(key).partition("/")
-            cport = _int(port)
-            if cport is None:
-                continue
-            for b in _list(bindings):
-                if isinstance(b, dict):
-                    fact.port_bindings.append(
-                        PublishedPort(
-                            container_port=cport,
-                            proto=proto or "tcp",
-                            host_ip=b.get("HostIp") or "",
-                            host_port=_int(b.get("HostPort")),
-                        )
-                    )
+        fact.port_bindings = published(_dict(host.get("PortBindings")))
         fact.binds = sorted(_strings(host.get("Binds")))
         fact.volumes = sorted(str(v) for v in _dict(cfg.get("Volumes")))
         fact.mounts = [

@@ -151,21 +151,28 @@ def _ports(out: Output, facts: HostFacts) -> None:
         bound = _dict(_dict(raw.get("NetworkSettings")).get("Ports"))
         if not any(bound.values()):
             bound = _dict(_dict(raw.get("HostConfig")).get("PortBindings"))
-        for key, bindings in sorted(bound.items()):
-            port, _, proto = str(key).partition("/")
-            cport = _int(port)
-            if cport is None:
-                continue
-            for b in _list(bindings):  # null: exposed, not published
-                if isinstance(b, dict):
-                    fact.ports.append(
-                        PublishedPort(
-                            container_port=cport,
-                            proto=proto or "tcp",
-                            host_ip=b.get("HostIp") or "",
-                            host_port=_int(b.get("HostPort")),
-                        )
+        fact.ports = published(bound)
+
+
+def published(bound: dict[str, Any]) -> list[PublishedPort]:
+    """Port bindings as Docker inspects them ({"80/tcp": [{"HostIp": ..., "HostPort": ...}]}), in order."""
+    out = []
+    for key, bindings in sorted(bound.items()):
+        port, _, proto = str(key).partition("/")
+        cport = _int(port)
+        if cport is None:
+            continue
+        for b in _list(bindings):  # null: exposed, not published
+            if isinstance(b, dict):
+                out.append(
+                    PublishedPort(
+                        container_port=cport,
+                        proto=proto or "tcp",
+                        host_ip=b.get("HostIp") or "",
+                        host_port=_int(b.get("HostPort")),
                     )
+                )
+    return out
 
 
 def _flag(v: Any) -> bool | None:

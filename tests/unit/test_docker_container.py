@@ -595,3 +595,24 @@ def test_env_file_paths_are_per_container() -> None:
 
     assert env_file("box") != env_file("box2") and env_file("box").startswith("/run/")
     assert os.path.basename(env_file("box")) == "provisioner-container-box.env"
+
+
+# ---- the container_config section on what real engines print ----------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["docker-20.10-bullseye.out", "docker-26-trixie.out", "docker-28-forky.out"])
+def test_container_config_section_on_captured_engines(engine: str) -> None:
+    text = (Path(__file__).parent / "data" / "facts" / engine).read_text()
+    d = parse_facts("lab", text, sections=[CONTAINER_CONFIG]).docker
+    web, stopped = d.container("web"), d.container("stopped")
+    assert web is not None and stopped is not None
+    assert web.cmd == ["sleep", "3600"] and web.entrypoint == [] and web.network_mode == "h13fnet"
+    assert set(web.env_digests) == {"PATH"} and "/bin" not in web.env_digests["PATH"]
+    assert (web.restart_policy, web.restart_max_retries) == ("no", 0)
+    got = {(p.host_ip, p.host_port, p.container_port, p.proto) for p in web.port_bindings}
+    assert got == {("127.0.0.1", 5353, 53, "udp"), ("", 8080, 80, "tcp")}  # as requested, on every engine
+    assert [(p.host_port, p.container_port) for p in stopped.port_bindings] == [(9090, 90)]
+    assert web.binds == [] and web.volumes == [] and web.mounts == []
+    # not asked for: left empty
+    plain = parse_facts("lab", text).docker.container("web")
+    assert plain is not None and plain.cmd == [] and plain.env_digests == {}
