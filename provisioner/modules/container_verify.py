@@ -496,8 +496,9 @@ def build(
     keys = {n: {net_key(inv, net, declared[n].host) for net in nets} for n, nets in attached.items()}
 
     # 1. pairs: on one network they reach; on one host and no shared network they are isolated
-    skipped_cross: list[str] = []
-    skipped_routed: list[str] = []
+    # pairs not tested (a pair once, however many networks the destination is on)
+    skipped_cross: set[tuple[str, str]] = set()
+    skipped_routed: set[tuple[str, str]] = set()
     for dst, nets in attached.items():
         dc = declared[dst]
         for net in nets:
@@ -515,12 +516,12 @@ def build(
                 if keys[src] & keys[dst]:
                     continue  # they share another network: reach is tested there
                 if not same_host:
-                    skipped_cross.append(f"{src}->{dst}")
+                    skipped_cross.add((src, dst))
                     continue
                 if _driver(inv, net) != "bridge" or not any(
                     _driver(inv, n) in ("bridge", "overlay") for n in attached[src]
                 ):
-                    skipped_routed.append(f"{src}->{dst}")  # routing, not Docker's isolation
+                    skipped_routed.add((src, dst))  # routing, not Docker's isolation
                     continue
                 addr = address(dst, net)
                 here = live.get(dc.host, LiveHost())
