@@ -1,4 +1,5 @@
-"""container_verify end to end on a 3-host bullseye lab (lab1: outside, lab2/lab3: docker), through the real CLI.
+"""container_verify end to end on a 3-host lab (bullseye by default; lab1: outside, lab2/lab3: docker),
+through the real CLI.
 
 The containers are started over the lab shell (``docker run`` on the host), the way a user's own
 tooling would have left them; the inventory declares them, and ``provisioner verify`` checks them:
@@ -13,8 +14,10 @@ tooling would have left them; the inventory declares them, and ``provisioner ver
 * then: a published port with nothing behind it fails verify, naming it; an ACCEPT in DOCKER-USER between
   ``front`` and ``back`` on lab2 breaks isolation, and verify fails naming the pairs.
 
-Environment: PROVISIONER_E2E_LAB_DIR (default /var/lib/provisioner/h14g-e2e) and
-PROVISIONER_E2E_LAB_SUBNET (default 198.18.91.0/24); the container networks use 198.18.92.0/24.
+Environment: PROVISIONER_E2E_LAB_DIR (default /var/lib/provisioner/h14g-e2e),
+PROVISIONER_E2E_LAB_SUBNET (default 198.18.91.0/24) and PROVISIONER_E2E_LAB_SUITE (default bullseye; the
+same scenarios hold on trixie and forky, with the rule set of their engine); the container networks use
+198.18.92.0/24.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ pytestmark = pytest.mark.e2e
 
 STATE = Path(os.environ.get("PROVISIONER_E2E_LAB_DIR", "/var/lib/provisioner/h14g-e2e"))
 SUBNET = os.environ.get("PROVISIONER_E2E_LAB_SUBNET", "198.18.91.0/24")
+# the engine the expectations are judged by: any lab suite (bullseye: Docker 20.10.5, trixie: 26, forky: 28)
+SUITE = os.environ.get("PROVISIONER_E2E_LAB_SUITE", "bullseye")
+ENGINES = {"bullseye": "20.10.5", "bookworm": "20.10.24", "trixie": "26.1.5", "forky": "28.5.2"}
 NETS = {  # name -> (subnet, hosts)
     "front": ("198.18.92.0/26", ["lab2"]),
     "back": ("198.18.92.64/26", ["lab2"]),
@@ -120,7 +126,7 @@ def pairs(task: dict[str, Any]) -> dict[tuple[str, str, str], tuple[str, str]]:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     work = tmp_path_factory.mktemp("cv")
     try:
-        with fresh_lab(STATE, SUBNET) as info:
+        with fresh_lab(STATE, SUBNET, suite=SUITE) as info:
             inv = write_inventory(info.inventory_path, work / "inventory.yml")
             playbook = work / "setup.yml"
             playbook.write_text(SETUP)
@@ -155,7 +161,7 @@ def test_verify_sees_reach_isolation_ports_nat_and_namespaces_within_budget(lab:
     assert got[("nothing", "nothing", "none@lab3")] == ("reach", "ok")
     # same-named bridges of two hosts: never aimed across (mid and far may even have one address)
     assert not any({s, d} == {"mid", "far"} for s, d, _ in got)
-    assert "Docker 20.10.5" in task["verify"]["rule_sets"]["lab2"]
+    assert f"Docker {ENGINES[SUITE]}" in task["verify"]["rule_sets"]["lab2"]
     msg = task["message"]
     assert "front@lab2: ping from (row) to (column)" in msg and "(NAT out as 198.18.91.12): ok" in msg
     assert max(len(line) for line in msg.splitlines()) <= 72  # the terminal indents it by 6
