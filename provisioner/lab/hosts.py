@@ -319,13 +319,15 @@ def _boot_tail(client: docker.DockerClient, spec: HostSpec) -> str:
     return "\n".join(f"    | {line}" for line in out.strip().splitlines()[-15:])
 
 
-def read_host_key(client: docker.DockerClient, spec: HostSpec, attempts: int = 20) -> str:
-    # seen once: exit 0 with empty output right after boot (the exec's output lost, or the key read as it
-    # was being written); the key is only trusted once a read returns a whole one
-    for _ in range(attempts):
+def read_host_key(client: docker.DockerClient, spec: HostSpec, timeout: float = 60.0) -> str:
+    # seen: exit 0 with empty output right after boot for over 10 s while the machine's two cores ran
+    # several labs (the key read as it was being written); it is only trusted once a read returns a
+    # whole one, and a loaded machine gets a minute for that
+    deadline = time.monotonic() + timeout
+    while True:
         rc, out = exec_in(client, spec.container, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])
         parts = out.split()
-        if rc == 0 and len(parts) >= 2 and parts[0] == "ssh-ed25519":
+        if (rc == 0 and len(parts) >= 2 and parts[0] == "ssh-ed25519") or time.monotonic() >= deadline:
             break
         time.sleep(0.5)
     if rc != 0 or len(parts) < 2 or parts[0] != "ssh-ed25519":
