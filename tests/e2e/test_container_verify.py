@@ -9,6 +9,7 @@ tooling would have left them; the inventory declares them, and ``provisioner ver
 * ``mid`` (lab2) and ``far`` (lab3) sit on same-named bridges ``shared`` of two hosts, which hand out the
   same addresses: each is keyed by its host, and no probe aims across;
 * ``web`` publishes 32773 (busybox httpd behind it): lab3 exchanges bytes with it through lab2's address;
+  its 32775 is bound to 127.0.0.1 and lab3 does not reach it;
 * NAT out: every container reaches lab1 (``verify.outside``) and arrives there from its docker host's
   address; ``nothing`` (network_mode none) has only lo;
 * then: a published port with nothing behind it fails verify, naming it; an ACCEPT in DOCKER-USER between
@@ -49,7 +50,7 @@ NETS = {  # name -> (subnet, hosts)
 IMAGE = "provisioner-lab/probe:latest"
 # name -> (host, networks, ports, command); the probe image is busybox: httpd answers HEAD with a 404
 CONTAINERS: dict[str, tuple[str, list[str], list[str], list[str]]] = {
-    "web": ("lab2", ["front"], ["32773:80"], ["httpd", "-f", "-p", "80", "-h", "/tmp"]),
+    "web": ("lab2", ["front"], ["32773:80", "127.0.0.1:32775:80"], ["httpd", "-f", "-p", "80", "-h", "/tmp"]),
     "box": ("lab2", ["back"], [], ["sleep", "3600"]),
     "peer": ("lab2", ["back"], [], ["sleep", "3600"]),
     "mid": ("lab2", ["shared"], [], ["sleep", "3600"]),
@@ -156,6 +157,7 @@ def test_verify_sees_reach_isolation_ports_nat_and_namespaces_within_budget(lab:
                           ("mid", "web", "front@lab2"), ("web", "mid", "shared@lab2")]:  # fmt: skip
         assert got[(src, dst, net)] == ("isolated", "ok"), (src, dst, net)
     assert got[("lab3", "web", "32773/tcp")] == ("reach", "ok")
+    assert got[("lab3", "web", "32775/tcp")] == ("isolated", "ok")  # bound to 127.0.0.1 on lab2
     for name, host in [("web", "lab2"), ("box", "lab2"), ("far", "lab3")]:
         assert got[(name, "lab1", f"verify.outside@{host}")] == ("reach", "ok")
     assert got[("nothing", "nothing", "none@lab3")] == ("reach", "ok")
