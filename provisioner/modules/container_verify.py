@@ -65,7 +65,7 @@ from provisioner.checks import (
 from provisioner.connection.base import ShellConnection, q
 from provisioner.errors import ProvisionerError, TaskError
 from provisioner.facts import HostFacts
-from provisioner.inventory import Inventory, VerifySettings
+from provisioner.inventory import Inventory, Network, VerifySettings
 from provisioner.modules._docker import archive_info, normalize_ref
 from provisioner.modules.base import (
     ApplyContext,
@@ -210,6 +210,7 @@ class LiveHost:
     containers: dict[str, LiveContainer] = field(default_factory=dict)
     subnets: dict[str, list[str]] = field(default_factory=dict)  # docker network -> its subnets here
     interfaces: list[str] = field(default_factory=list)
+    cidrs: dict[str, list[str]] = field(default_factory=dict)  # interface -> its IPv4 networks
     chains: list[str] | None = None  # DOCKER* chains of the filter table; None: not read
     masquerade: list[str] = field(default_factory=list)  # nat POSTROUTING MASQUERADE rules
     docker_user: list[str] = field(default_factory=list)  # DOCKER-USER rules other than the default RETURN
@@ -225,6 +226,7 @@ def discovery_script(names: Sequence[str], listener: str | None) -> str:
         f'echo "{_SECTION} networks"; ids=$(docker network ls -q 2>/dev/null); '
         '[ -z "$ids" ] || docker network inspect $ids 2>/dev/null',
         f'echo "{_SECTION} interfaces"; sed -n "s/^ *\\([^:]*\\):.*/\\1/p" /proc/net/dev',
+        f'echo "{_SECTION} addresses"; ip -o -4 addr show 2>/dev/null',
         f'echo "{_SECTION} chains"; iptables -S 2>/dev/null | sed -n "s/^-N \\(DOCKER[^ ]*\\).*/\\1/p"; echo end',
         f'echo "{_SECTION} masquerade"; iptables -t nat -S POSTROUTING 2>/dev/null | grep MASQUERADE',
         f'echo "{_SECTION} docker_user"; iptables -S DOCKER-USER 2>/dev/null | grep "^-A" '
@@ -303,6 +305,14 @@ def parse_discovery(stdout: str) -> LiveHost:
             str(c["Subnet"]) for c in (cfg if isinstance(cfg, list) else []) if isinstance(c, dict) and c.get("Subnet")
         ]
     live.interfaces = sorted({i.strip() for i in parts.get("interfaces", "").split() if i.strip()})
+    for line in parts.get("addresses", "").splitlines():
+        words = line.split()  # 2: eth0    inet 198.18.0.12/24 brd ... scope global eth0
+        if len(words) > 3 and words[2] == "inet":
+            try:
+                net = str(ipaddress.ip_interface(words[3]).network)
+            except ValueError:
+                continue
+            live.cidrs.setdefault(words[1].split("@")[0], []).append(net)
     chains = parts.get("chains", "").split()
     live.chains = [c for c in chains if c != "end"] if "end" in chains and len(chains) > 1 else None
     live.masquerade = [r for r in parts.get("masquerade", "").splitlines() if r.strip()]
@@ -510,7 +520,7 @@ def build(
                 sc = declared[src]
                 same_host = sc.host == dc.host
                 if via in keys[src]:
-                    exp, why = _shared(inv, net, src, dst, same_host)
+                    exp, why = _shared(inv, net, src, dst, same_host, live)
                     add(src, dst, via, REACH, exp, why, address(dst, net))
                     continue
                 if keys[src] & keys[dst]:
@@ -665,7 +675,22 @@ def _host_endpoints(inv: Inventory) -> dict[str, str]:
     return {h: (f"host:{h}" if h in inv.containers else h) for h in inv.hosts}
 
 
-def _shared(inv: Inventory, net: str, src: str, dst: str, same_host: bool) -> tuple[Expected, str]:
+def _segment_apart(spec: Network, a: str, b: str, live: Mapping[str, LiveHost]) -> str:
+    """Why hosts ``a`` and ``b`` may not share the segment of ``spec.parent`` ('' when nothing says so):
+    their parents' (a VLAN sub-interface: its base interface's) IPv4 networks have none in common."""
+    base = (spec.parent or "").split(".")[0]
+    nets = [set(live[h].cidrs.get(base, [])) if h in live else set() for h in (a, b)]
+    if not nets[0] or not nets[1] or nets[0] & nets[1]:
+        return ""
+    return (
+        f"{a}'s {base} is on {', '.join(sorted(nets[0]))} and {b}'s on {', '.join(sorted(nets[1]))}: perhaps not "
+        f"one segment, and macvlan reaches across hosts only on one"
+    )
+
+
+def _shared(
+    inv: Inventory, net: str, src: str, dst: str, same_host: bool, live: Mapping[str, LiveHost]
+) -> tuple[Expected, str]:
     spec = inv.networks.get(net)
     if spec is None:
         return "reach", f"{src} and {dst} are both on Docker's bridge of {inv.containers[dst].host}"
@@ -693,6 +718,9 @@ def _shared(inv: Inventory, net: str, src: str, dst: str, same_host: bool) -> tu
             "unknown",
             f"macvlan mode passthru on {net} allows one container per host: this pair cannot both be on it",
         )
+    apart = "" if same_host else _segment_apart(spec, inv.containers[src].host, inv.containers[dst].host, live)
+    if apart:
+        return "unknown", apart
     return "reach", f"{src} and {dst} are both on {spec.driver} {net} (mode {mode}, one segment)"
 
 

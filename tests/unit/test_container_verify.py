@@ -183,6 +183,21 @@ def test_macvlan_modes(mode: str | None, same_host: str, cross_host: str) -> Non
     assert t[("m2a", "m3", "mv")] == t[("m3", "m2a", "mv")] == cross_host
 
 
+def test_macvlan_hosts_whose_parents_share_no_subnet_may_not_be_one_segment() -> None:
+    inv = inv_with({"m2": c("lab2", "mv"), "m3": c("lab3", "mv")}, {"mv": {**MACVLAN, "parent": "eth0.50"}})
+    addrs = {"m2": {"mv": "198.19.8.34"}, "m3": {"mv": "198.19.8.66"}}
+    live = live_of(inv, addrs)
+    live["lab2"].cidrs = {"eth0": ["10.0.1.0/24"]}
+    live["lab3"].cidrs = {"eth0": ["10.0.2.0/24"]}
+    b = build(inv, live, rules())
+    assert table(b) == {("m3", "m2", "mv"): "unknown", ("m2", "m3", "mv"): "unknown"}
+    assert "lab2's eth0 is on 10.0.1.0/24 and lab3's on 10.0.2.0/24: perhaps not one segment" in " ".join(
+        e.why for e in b.expectations
+    )
+    live["lab3"].cidrs = {"eth0": ["10.0.1.0/24"]}  # one subnet: one segment, as the inventory says
+    assert set(table(build(inv, live, rules())).values()) == {"reach"}
+
+
 @pytest.mark.parametrize(("mode", "cross_host"), [("l2", "reach"), ("l3", "unknown")])
 def test_ipvlan_modes(mode: str, cross_host: str) -> None:
     ipvlan = {"driver": "ipvlan", "subnet": "198.19.8.0/24", "parent": "eth0", "mode": mode}
@@ -653,6 +668,9 @@ def test_discovery_is_parsed_from_docker_inspect() -> None:
             "@@CV@@ interfaces",
             "lo",
             "eth0",
+            "@@CV@@ addresses",
+            "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever",
+            "2: eth0@if7    inet 198.18.0.12/24 brd 198.18.0.255 scope global eth0",
             "@@CV@@ chains",
             "end",
             "@@CV@@ masquerade",
@@ -665,6 +683,7 @@ def test_discovery_is_parsed_from_docker_inspect() -> None:
     assert live.containers["web"].addresses == {"net1": "198.19.2.2"}
     assert live.containers["web"].ports == {(80, "tcp"): [("127.0.0.1", 8080)]}
     assert live.subnets == {"net1": ["198.19.2.0/24"]} and live.interfaces == ["eth0", "lo"]
+    assert live.cidrs == {"lo": ["127.0.0.0/8"], "eth0": ["198.18.0.0/24"]}
     assert live.chains is None  # iptables printed nothing: not read
     assert live.listener is None and live.listener_error == "Unable to find image 'probe' locally"
 
