@@ -4,18 +4,23 @@ Run once; it works on every host that runs a declared container (plus the other 
 of published ports, and the ``verify.outside`` host, as the listener of the NAT check):
 
 1. one round trip per host reads what runs now (``docker inspect`` of the declared containers, the
-   networks' subnets, the host's interfaces, Docker's DOCKER* chains, MASQUERADE and DOCKER-USER rules)
-   and, on the outside host, starts a listener that answers with the address a request arrives from;
+   networks' subnets, the host's interfaces and their IPv4 networks, Docker's DOCKER* chains, MASQUERADE
+   and DOCKER-USER rules) and, on the outside host, starts a listener that answers with the address a
+   request arrives from (its image loaded from ``verify.image_archive`` first when the host lacks it);
 2. the expectations are built from the inventory, those live addresses and each host's engine rules
    (``build``: pure, tested as data);
 3. the check engine (``provisioner.checks``) runs them from probes that share each container's network
-   namespace (``--network container:NAME``, so a workload image needs no ping or shell) or the host's.
+   namespace (``--network container:NAME``, so a workload image needs no ping or shell) or the host's;
+   all of a probe's tests run at once, a pair that must reach stops at its first reply and one that must
+   not costs 2 s, so a tutorial-sized check takes seconds, not a timeout per isolated pair.
 
 What is expected (``build``):
 
 * every pair of containers on one network (the same overlay; the same macvlan segment; the same bridge on
   the same host) pings on that network's addresses (macvlan ``private``: same-host pairs isolated;
-  ``vepa``: same-host pairs unknown, the switch decides; ``bridge`` option ``enable_icc: false``: isolated);
+  ``vepa``: same-host pairs unknown, the switch decides; ``passthru``: one container per host; across
+  hosts whose parents share no IPv4 subnet: unknown; ipvlan ``l3`` across hosts: unknown; a bridge with
+  ``enable_icc: false``: isolated);
 * a pair on one host that shares no network does not reach the other's bridge addresses (Docker's
   isolation; what the host's engine makes of it: ``rule_set``);
 * a docker host reaches its own macvlan containers only with ``shim: true``;
