@@ -262,7 +262,9 @@ def listener_script(image: str, lifetime: int = 300) -> str:
             f"docker ps -aq --filter label={LISTENER_LABEL} | xargs -r docker rm -f >/dev/null 2>&1; e=",
             f"if ! docker image inspect {q(image)} >/dev/null 2>&1; then echo {q(NO_IMAGE)}; else",
             "for p in " + " ".join(map(str, LISTEN_PORTS)) + "; do",
-            '  grep -qi ":$(printf %04X "$p") " /proc/net/tcp /proc/net/tcp6 2>/dev/null && continue',
+            # a port something listens on (state 0A) is skipped; connections of earlier runs do not count
+            '  grep -qiE "^ *[0-9]+: [0-9a-f]+:$(printf %04X "$p") [0-9a-f]+:[0-9a-f]+ 0A " '
+            "/proc/net/tcp /proc/net/tcp6 2>/dev/null && continue",
             f"  if ! e=$(docker run -d --rm --label {LISTENER_LABEL}=1 --network host --name {LISTENER} "
             f'{q(image)} sh -c {q(inner)} "$p" 2>&1); then break; fi',
             # started: running unless its httpd could not bind (the port taken after all): then the next
