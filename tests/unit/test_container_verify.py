@@ -26,7 +26,7 @@ import pytest
 from provisioner.checks import Net, Port, Probe, start_script
 from provisioner.connection.base import RunResult, ShellConnection
 from provisioner.connection.fake import FakeConnection
-from provisioner.errors import TaskError
+from provisioner.errors import ConnectError, TaskError
 from provisioner.facts import DockerFirewall, HostFacts
 from provisioner.inventory import Inventory, VerifySettings
 from provisioner.modules import container_verify as cv
@@ -893,3 +893,16 @@ def test_a_pair_is_pinged_until_its_first_reply_for_its_deadline(tmp_path: Path,
     res = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=30, env=env)
     assert res.stdout.splitlines() == ["@@V@@ t0 ok", "@@V@@ t1 FAIL"]
     assert (tmp_path / "log").read_text().split() == [deadline, deadline]
+
+
+def test_an_unreachable_outside_host_leaves_nat_out_to_a_ping() -> None:
+    hosts = tutorial_hosts(healthy)
+
+    def unreachable(_cmd: str, _stdin: bytes | None) -> RunResult:
+        raise ConnectError("lab1", "cannot connect to 198.18.0.11:22: No route to host")
+
+    hosts["lab1"].conn = FakeConnection("lab1").on(r"^sh -s$", respond=unreachable)
+    out, data = run_check(hosts, tutorial_inv())
+    assert data is not None
+    assert {p["kind"] for p in data["pairs"] if p["network"] == "verify.outside"} == {"cout"}
+    assert "lab1 (verify.outside) could not be read" in " ".join(out.split())
