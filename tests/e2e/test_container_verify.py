@@ -16,9 +16,9 @@ tooling would have left them; the inventory declares them, and ``provisioner ver
   ``front`` and ``back`` on lab2 breaks isolation, and verify fails naming the pairs.
 
 Environment: PROVISIONER_E2E_LAB_DIR (default /var/lib/provisioner/h14g-e2e),
-PROVISIONER_E2E_LAB_SUBNET (default 198.18.91.0/24) and PROVISIONER_E2E_LAB_SUITE (default bullseye; the
-same scenarios hold on trixie and forky, with the rule set of their engine); the container networks use
-198.18.92.0/24.
+PROVISIONER_E2E_LAB_SUBNET (default 198.18.91.0/24) and PROVISIONER_E2E_LAB_SUITE (default bullseye; a
+comma-separated list such as bullseye,forky runs every scenario on each, one lab after the other, each
+judged by its engine's rule set); the container networks use 198.18.92.0/24.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,9 @@ pytestmark = pytest.mark.e2e
 
 STATE = Path(os.environ.get("PROVISIONER_E2E_LAB_DIR", "/var/lib/provisioner/h14g-e2e"))
 SUBNET = os.environ.get("PROVISIONER_E2E_LAB_SUBNET", "198.18.91.0/24")
-# the engine the expectations are judged by: any lab suite (bullseye: Docker 20.10.5, trixie: 26, forky: 28)
-SUITE = os.environ.get("PROVISIONER_E2E_LAB_SUITE", "bullseye")
+# the engines the expectations are judged by: lab suites, comma separated, one lab after the other
+# (bullseye: Docker 20.10.5, trixie: 26, forky: 28); a suite other than the first gets STATE-SUITE
+SUITES = os.environ.get("PROVISIONER_E2E_LAB_SUITE", "bullseye").split(",")
 ENGINES = {"bullseye": "20.10.5", "bookworm": "20.10.24", "trixie": "26.1.5", "forky": "28.5.2"}
 NETS = {  # name -> (subnet, hosts)
     "front": ("198.18.92.0/26", ["lab2"]),
@@ -67,15 +69,21 @@ SETUP = """\
 TIMES: dict[str, float] = {}
 
 
-def sh(host: str, cmd: str) -> str:
-    return lab_sh(STATE, host, cmd)
+@dataclass(frozen=True)
+class Lab:
+    inventory: Path
+    state: Path
+    suite: str
+
+    def sh(self, host: str, cmd: str) -> str:
+        return lab_sh(self.state, host, cmd)
 
 
-def run(container: str, spec: tuple[str, list[str], list[str], list[str]]) -> None:
+def run(lab: Lab, container: str, spec: tuple[str, list[str], list[str], list[str]]) -> None:
     host, nets, ports, command = spec
     net = f"--network {nets[0]}" if nets else "--network none"
     publish = " ".join(f"-p {p}" for p in ports)
-    sh(host, f"docker rm -f {container} >/dev/null 2>&1; docker run -d --name {container} {net} {publish} "
+    lab.sh(host, f"docker rm -f {container} >/dev/null 2>&1; docker run -d --name {container} {net} {publish} "
              f"{IMAGE} {' '.join(command)} >/dev/null")  # fmt: skip
 
 
@@ -123,31 +131,33 @@ def pairs(task: dict[str, Any]) -> dict[tuple[str, str, str], tuple[str, str]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    work = tmp_path_factory.mktemp("cv")
+@pytest.fixture(scope="module", params=SUITES)
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    suite = str(request.param)
+    state = STATE if suite == SUITES[0] else STATE.with_name(f"{STATE.name}-{suite}")
+    work = tmp_path_factory.mktemp(f"cv-{suite}")
     try:
-        with fresh_lab(STATE, SUBNET, suite=SUITE) as info:
-            inv = write_inventory(info.inventory_path, work / "inventory.yml")
+        with fresh_lab(state, SUBNET, suite=suite) as info:
+            lab = Lab(write_inventory(info.inventory_path, work / "inventory.yml"), state, suite)
             playbook = work / "setup.yml"
             playbook.write_text(SETUP)
-            res = cli("apply", "-i", str(inv), str(playbook), timeout=600)
+            res = cli("apply", "-i", str(lab.inventory), str(playbook), timeout=600)
             assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
             for host in ("lab2", "lab3"):
                 for name, (subnet, hosts) in NETS.items():
                     if host in hosts:
-                        sh(host, f"docker network create --subnet {subnet} {name} >/dev/null")
+                        lab.sh(host, f"docker network create --subnet {subnet} {name} >/dev/null")
             for name, spec in CONTAINERS.items():
-                run(name, spec)
-            yield inv
+                run(lab, name, spec)
+            yield lab
     finally:
         for name, secs in TIMES.items():
             print(f"container_verify e2e: {name}: {secs:.1f}s")
 
 
-def test_verify_sees_reach_isolation_ports_nat_and_namespaces_within_budget(lab: Path) -> None:
-    rc, report, err, took = verify(lab)
-    TIMES["verify"] = took
+def test_verify_sees_reach_isolation_ports_nat_and_namespaces_within_budget(lab: Lab) -> None:
+    rc, report, err, took = verify(lab.inventory)
+    TIMES[f"verify on {lab.suite}"] = took
     task = check_result(report)
     print(task["message"])
     assert rc == 0, task["message"] + err[-2000:]
@@ -163,18 +173,18 @@ def test_verify_sees_reach_isolation_ports_nat_and_namespaces_within_budget(lab:
     assert got[("nothing", "nothing", "none@lab3")] == ("reach", "ok")
     # same-named bridges of two hosts: never aimed across (mid and far may even have one address)
     assert not any({s, d} == {"mid", "far"} for s, d, _ in got)
-    assert f"Docker {ENGINES[SUITE]}" in task["verify"]["rule_sets"]["lab2"]
+    assert f"Docker {ENGINES[lab.suite]}" in task["verify"]["rule_sets"]["lab2"]
     msg = task["message"]
     assert "front@lab2: ping from (row) to (column)" in msg and "(NAT out as 198.18.91.12): ok" in msg
     assert max(len(line) for line in msg.splitlines()) <= 72  # the terminal indents it by 6
     assert took <= 15, f"verify took {took:.1f}s (budget 15 s)"
 
 
-def test_a_published_port_with_nothing_behind_it_fails_verify(lab: Path, tmp_path: Path) -> None:
+def test_a_published_port_with_nothing_behind_it_fails_verify(lab: Lab, tmp_path: Path) -> None:
     hollow = ("lab2", ["front"], ["32774:80"], ["sleep", "3600"])
-    run("hollow", hollow)
+    run(lab, "hollow", hollow)
     try:
-        inv = write_inventory(lab, tmp_path / "hollow.yml", {"hollow": hollow})
+        inv = write_inventory(lab.state / "inventory.yml", tmp_path / "hollow.yml", {"hollow": hollow})
         rc, report, _, _ = verify(inv)
         task = check_result(report)
         assert rc == 1, task["message"]
@@ -188,24 +198,25 @@ def test_a_published_port_with_nothing_behind_it_fails_verify(lab: Path, tmp_pat
         (p,) = [p for p in task["verify"]["pairs"] if p["destination"] == "hollow" and p["port"]]
         assert p["likely_cause"].startswith("nothing listens behind 32774/tcp in hollow"), p
     finally:
-        sh("lab2", "docker rm -f hollow >/dev/null")
+        lab.sh("lab2", "docker rm -f hollow >/dev/null")
 
 
-def test_an_accept_in_docker_user_breaks_isolation_and_verify_names_the_pairs(lab: Path) -> None:
+def test_an_accept_in_docker_user_breaks_isolation_and_verify_names_the_pairs(lab: Lab) -> None:
     bridge = {
-        n: sh("lab2", f"echo br-$(docker network inspect -f '{{{{slice .Id 0 12}}}}' {n})") for n in ("front", "back")
+        n: lab.sh("lab2", f"echo br-$(docker network inspect -f '{{{{slice .Id 0 12}}}}' {n})")
+        for n in ("front", "back")
     }
     rules = [
         f"-i {bridge['front']} -o {bridge['back']} -j ACCEPT",
         f"-i {bridge['back']} -o {bridge['front']} -j ACCEPT",
     ]
     for r in rules:
-        sh("lab2", f"iptables -I DOCKER-USER {r}")
+        lab.sh("lab2", f"iptables -I DOCKER-USER {r}")
     try:
         # the rules do break isolation (so what follows tests verify, not iptables)
-        web = sh("lab2", "docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' web")
-        sh("lab2", f"docker exec box ping -c 1 -W 2 {web} >/dev/null")
-        rc, report, _, _ = verify(lab)
+        web = lab.sh("lab2", "docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' web")
+        lab.sh("lab2", f"docker exec box ping -c 1 -W 2 {web} >/dev/null")
+        rc, report, _, _ = verify(lab.inventory)
         task = check_result(report)
         assert rc == 1, task["message"]
         got = pairs(task)
@@ -219,6 +230,6 @@ def test_an_accept_in_docker_user_breaks_isolation_and_verify_names_the_pairs(la
         )
     finally:
         for r in rules:
-            sh("lab2", f"iptables -D DOCKER-USER {r}")
-    rc, report, _, _ = verify(lab)
+            lab.sh("lab2", f"iptables -D DOCKER-USER {r}")
+    rc, report, _, _ = verify(lab.inventory)
     assert rc == 0, check_result(report)["message"]
