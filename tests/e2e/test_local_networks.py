@@ -1,4 +1,4 @@
-"""Local-scope networks end to end on a 3-host bullseye lab, through the real CLI.
+"""Local-scope networks end to end on a 3-host lab (bullseye; PROVISIONER_E2E_LOCAL_SUITE), through the real CLI.
 
 lab2 and lab3 are the docker group (lab1 is spare until it joins the macvlan). The scenarios share the
 lab and run in order: a bridge with every key and a macvlan with a shim, converged twice; two containers
@@ -35,6 +35,7 @@ pytestmark = pytest.mark.e2e
 
 STATE = Path(os.environ.get("PROVISIONER_E2E_LOCAL_DIR", "/var/lib/provisioner/h14f-e2e"))
 SUBNET = os.environ.get("PROVISIONER_E2E_LOCAL_SUBNET", "198.18.88.0/24")
+SUITE = os.environ.get("PROVISIONER_E2E_LOCAL_SUITE", "bullseye")  # e.g. bookworm: the shim unit there too
 MACVLAN_SUBNET = "198.18.89.0/24"
 BRIDGE_SUBNET = "198.18.87.0/24"
 IPVLAN_SUBNET = "198.18.86.0/24"  # never created: preflight refuses it
@@ -56,7 +57,7 @@ def sh(host: str, cmd: str) -> str:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabInfo]:
-    with fresh_lab(STATE, SUBNET, hosts=3) as info:
+    with fresh_lab(STATE, SUBNET, suite=SUITE, hosts=3) as info:
         yield info
 
 
