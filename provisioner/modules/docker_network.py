@@ -271,9 +271,11 @@ def _shim_address_of(f: HostFacts | None, name: str, net: Network) -> IPAddr | N
 
 
 def live_shim_addresses(inv: Inventory, name: str, all_facts: Mapping[str, HostFacts]) -> dict[str, IPAddr]:
+    """The shim addresses hosts have, on every gathered host (one that left the network keeps its shim)."""
     net = inv.networks[name]
     out: dict[str, IPAddr] = {}
-    for h in inv.network_hosts(name):
+    hosts = inv.network_hosts(name)
+    for h in [*hosts, *(h for h in all_facts if h not in hosts)]:
         a = _shim_address_of(all_facts.get(h), name, net)
         if a is not None:
             out[h] = a
@@ -306,9 +308,16 @@ def shim_addresses(inv: Inventory, name: str, all_facts: Mapping[str, HostFacts]
         pool.append(a)
         if len(pool) >= need:
             break
+    unseen = [h for h in hosts if h not in all_facts]
     for i, h in enumerate(hosts):
-        if h in out:
+        if h in out or h in unseen:
             continue
+        if unseen:
+            raise TaskError(
+                f"network {name}: cannot choose {h}'s shim address without seeing {', '.join(unseen)} "
+                "(not gathered in this run: --limit, or unreachable); their shims decide which are free",
+                fix=f"run without --limit, or with {', '.join(unseen)} in it and reachable",
+            )
         candidates = [pool[i]] if i < len(pool) else []
         pick = next((a for a in [*candidates, *pool] if a not in reserved and a not in out.values()), None)
         if pick is None:
@@ -317,7 +326,7 @@ def shim_addresses(inv: Inventory, name: str, all_facts: Mapping[str, HostFacts]
                 fix=f"leave room in {net.subnet} outside ip_ranges, or remove shim",
             )
         out[h] = pick
-    return {h: out[h] for h in hosts}
+    return {h: out[h] for h in hosts if h in out}
 
 
 def shim_unit_text(name: str, net: Network, address: IPAddr, route: IPNet | None) -> str:

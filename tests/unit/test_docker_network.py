@@ -400,6 +400,17 @@ def test_shim_addresses_never_move_and_new_hosts_take_a_free_one() -> None:
     }
 
 
+def test_a_shim_of_a_host_that_left_the_network_stays_taken() -> None:
+    inv = local_inv(macnet={**SHIM_ON, "hosts": ["lab1", "lab3"]})
+    lab2 = shim_host(link={"cidrs": ["198.18.86.31/32"]})  # lab2 left macnet's hosts, its shim is still up
+    got = docker_network.shim_addresses(inv, "macnet", {"lab1": facts("lab1"), "lab2": lab2, "lab3": facts("lab3")})
+    assert {h: str(a) for h, a in got.items()} == {"lab1": "198.18.86.30", "lab3": "198.18.86.29"}
+    # lab1's network exists (its slice is known), lab3 is not seen: its shim could hold any free address
+    lab1 = facts("lab1", networks=[macnet(ip_ranges=["198.18.86.96/27"])])
+    with pytest.raises(TaskError, match="cannot choose lab1's shim address without seeing lab3"):
+        docker_network.shim_addresses(inv, "macnet", {"lab1": lab1, "lab2": lab2})
+
+
 def with_kernel(f: HostFacts, **kinds: bool | None) -> HostFacts:
     for k, ok in kinds.items():
         f.link_kinds[k] = LinkKind(supported=ok, error="" if ok else "Error: Unknown device type.")
