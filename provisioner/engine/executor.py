@@ -136,7 +136,8 @@ class Executor:
         self.events: Events = events or NullEvents()
         self.report = RunReport(mode=mode or ("plan" if check else "apply"))  # type: ignore[arg-type]
         self._hosts: dict[str, _HostState] = {}
-        self._modules: dict[str, Module[Any]] = {n: cls() for n, cls in registry().items()}
+        self._registry = registry()
+        self._modules: dict[str, Module[Any]] = {}  # instantiated on first use
         self._watch: dict[str, set[str]] = {}
         self._probes: dict[str, dict[str, str]] = {}
         self._fact_sections: dict[str, set[str]] = {}  # optional fact sections each host's tasks need
@@ -149,6 +150,11 @@ class Executor:
         trace.add_secrets(*self._secrets)
         self._dropped: dict[str, list[ShellConnection]] = {}  # connections lost (and replaced) during the run
         self._untrusted: set[str] = set()  # hosts whose SSH host key did not match
+
+    def _module(self, name: str) -> Module[Any]:
+        if name not in self._modules:
+            self._modules[name] = self._registry[name]()
+        return self._modules[name]
 
     # ---- connections and facts -------------------------------------------------------------
 
@@ -234,7 +240,7 @@ class Executor:
         """Collect, per host, every file, probe and fact section any task will need: one round trip gets all."""
         for play in plays:
             for task in [*play.tasks, *play.handlers]:
-                mod = self._modules[task.module]
+                mod = self._module(task.module)
                 for host in play.hosts:
                     self._fact_sections.setdefault(host, set()).update(mod.fact_sections(task.args, self.inventory))
                     self._watch.setdefault(host, set()).update(mod.watch(task.args, self.inventory))
@@ -319,7 +325,7 @@ class Executor:
         problems: dict[str, list[str]] = {}
         for play in playbook.plays:
             for task in [*play.tasks, *play.handlers]:
-                mod = self._modules[task.module]
+                mod = self._module(task.module)
                 for host in play.hosts:
                     st = self._state(host)
                     if not self._in_limit(host) or st.dead or st.facts is None:
@@ -422,7 +428,7 @@ class Executor:
         return True
 
     def run_task(self, play: Play, task: Task, hosts: Sequence[str]) -> list[TaskResult]:
-        if not self.check and self._modules[task.module].cluster_view and self.report.changed > self._view_epoch:
+        if not self.check and self._module(task.module).cluster_view and self.report.changed > self._view_epoch:
             # what other hosts changed may show here (a global network once its store runs): look again
             for h in hosts:
                 self._state(h).stale = True
@@ -552,7 +558,7 @@ class Executor:
 
                 if not parse(task.when).evaluate(facts.model_dump()):
                     return result("skipped", f"when: {task.when} is false")
-            plan = self._modules[task.module].plan(self._plan_context(host), task.args)
+            plan = self._module(task.module).plan(self._plan_context(host), task.args)
         except Exception as e:  # classified by _failure
             return result(*self._failure(host, task.module, e))
         if isinstance(plan, NoOp):

@@ -1,17 +1,23 @@
-"""Built-in modules. Importing this package registers them."""
+"""Built-in modules, by name. Each is imported (and so registered) when a run first uses it."""
 
-from provisioner.modules import (  # noqa: F401
-    command,
-    container_verify,
-    docker_container,
-    docker_daemon,
-    docker_image,
-    docker_network,
-    file,
-    kv_store,
-    overlay_verify,
-    swarm,
+from provisioner.modules.base import BUILTIN, Change, Module, ModuleArgs, NoOp, PlanContext, register, registry
+
+BUILTIN.update(
+    {
+        name: f"provisioner.modules.{name}"
+        for name in (
+            "command",
+            "container_verify",
+            "docker_container",
+            "docker_daemon",
+            "docker_image",
+            "docker_network",
+            "file",
+            "kv_store",
+            "overlay_verify",
+            "swarm",
+        )
+    }
 )
-from provisioner.modules.base import Change, Module, ModuleArgs, NoOp, PlanContext, register, registry
 
 __all__ = ["Change", "Module", "ModuleArgs", "NoOp", "PlanContext", "register", "registry"]

@@ -7,7 +7,8 @@ decided only by the executor; a module never sees a check-mode flag.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import importlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -207,6 +208,9 @@ class Module(Generic[A]):
 
 
 _REGISTRY: dict[str, type[Module[Any]]] = {}
+# built-in modules by name -> the Python module that registers it, imported only when a run uses it
+# (filled by provisioner.modules; a run of one playbook pays for the modules it names, not for all)
+BUILTIN: dict[str, str] = {}
 
 
 def register(cls: type[Module[Any]]) -> type[Module[Any]]:
@@ -214,8 +218,22 @@ def register(cls: type[Module[Any]]) -> type[Module[Any]]:
     return cls
 
 
-def registry() -> dict[str, type[Module[Any]]]:
-    # importing the package registers the built-in modules
-    import provisioner.modules  # noqa: F401
+class _Registry(Mapping[str, "type[Module[Any]]"]):
+    """Every module by name, built-in ones imported on first use."""
 
-    return dict(_REGISTRY)
+    def __getitem__(self, name: str) -> type[Module[Any]]:
+        if name not in _REGISTRY and name in BUILTIN:
+            importlib.import_module(BUILTIN[name])
+        return _REGISTRY[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*BUILTIN, *_REGISTRY]))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys([*BUILTIN, *_REGISTRY]))
+
+
+def registry() -> Mapping[str, type[Module[Any]]]:
+    import provisioner.modules  # noqa: F401  (fills BUILTIN)
+
+    return _Registry()
