@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from provisioner import trace
 from provisioner.connection.base import ShellConnection
 from provisioner.engine.lock import RunLock, this_run
-from provisioner.engine.results import RunReport, Status, TaskResult, redact
+from provisioner.engine.results import RunReport, Status, TaskResult, redact, redact_data
 from provisioner.errors import ConnectError, HostKeyError, ProvisionerError
 from provisioner.facts import HostFacts, gather
 from provisioner.modules.base import (
@@ -252,6 +252,8 @@ class Executor:
     def _record(self, result: TaskResult) -> None:
         secrets = (*self._secrets, *(s for c in result.changes for s in c.secrets))
         result.message = redact(result.message, secrets)
+        if result.data is not None:
+            result.data = redact_data(result.data, secrets)
         self.report.host(result.host).results.append(result)
         self.events.host_result(result, self.check)
 

@@ -19,6 +19,17 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
+def redact_data(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``redact`` through every string of a JSON-like value (a check's structured result)."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {redact(str(k), secrets): redact_data(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_data(v, secrets) for v in value]
+    return value
+
+
 def unified_diff(change: Change) -> str:
     """The unified diff of a file change ('' when the change is not about file content)."""
     if change.path is None or change.after is None:

@@ -165,3 +165,19 @@ def test_swarm_join_token_read_at_apply_time_is_masked_in_its_errors(tmp_path: P
         apply_change(ctx, Change("join", steps=swarm.join_steps("h1", "h0", "198.18.0.11", "198.18.0.10:2377")))
     assert isinstance(err.value, ConnectError) is (fault == "lost")  # still unreachable, not failed
     assert TOKEN not in str(err.value) and "--token ***" in str(err.value)
+
+
+def test_a_checks_structured_result_is_masked_like_its_message() -> None:
+    from provisioner.connection.fake import FakeConnection
+    from provisioner.engine import Executor
+    from provisioner.engine.results import TaskResult
+    from tests.builders import inventory
+
+    inv = inventory(connection={"password": PASSWORD})
+    ex = Executor(inv, lambda h: FakeConnection(h), check=False)
+    data = {"pairs": [{"cause": f"ssh -p {PASSWORD}", PASSWORD: [PASSWORD, 3]}]}
+    ex._record(TaskResult("p", "t", "container_verify", "lab2", "failed", f"x {PASSWORD}", data=data))
+    recorded = ex.report.hosts["lab2"].results[0]
+    assert PASSWORD not in str(recorded.data) and PASSWORD not in recorded.message
+    assert recorded.data == {"pairs": [{"cause": "ssh -p ***", "***": ["***", 3]}]}
+    ex.close()
