@@ -13,7 +13,7 @@ tooling would have left them; the inventory declares them, and ``provisioner ver
 * NAT out: every container reaches lab1 (``verify.outside``) and arrives there from its docker host's
   address; ``nothing`` (network_mode none) has only lo;
 * then: a published port with nothing behind it fails verify, naming it; an ACCEPT in DOCKER-USER between
-  ``front`` and ``back`` on lab2 breaks isolation, and verify fails naming the pairs.
+  ``back`` and ``shared`` on lab2 breaks isolation, and verify fails naming the pairs.
 
 Environment: PROVISIONER_E2E_LAB_DIR (default /var/lib/provisioner/h14g-e2e),
 PROVISIONER_E2E_LAB_SUBNET (default 198.18.91.0/24) and PROVISIONER_E2E_LAB_SUITE (default bullseye; a
@@ -83,8 +83,11 @@ def run(lab: Lab, container: str, spec: tuple[str, list[str], list[str], list[st
     host, nets, ports, command = spec
     net = f"--network {nets[0]}" if nets else "--network none"
     publish = " ".join(f"-p {p}" for p in ports)
-    lab.sh(host, f"docker rm -f {container} >/dev/null 2>&1; docker run -d --name {container} {net} {publish} "
-             f"{IMAGE} {' '.join(command)} >/dev/null")  # fmt: skip
+    lab.sh(
+        host,
+        f"docker rm -f {container} >/dev/null 2>&1; docker run -d --name {container} {net} {publish} "
+        f"{IMAGE} {' '.join(command)} >/dev/null",
+    )
 
 
 def write_inventory(lab_inventory: Path, dest: Path, extra: dict[str, Any] | None = None) -> Path:
@@ -163,8 +166,13 @@ def test_verify_sees_reach_isolation_ports_nat_and_namespaces_within_budget(lab:
     assert rc == 0, task["message"] + err[-2000:]
     got = pairs(task)
     assert got[("box", "peer", "back@lab2")] == got[("peer", "box", "back@lab2")] == ("reach", "ok")
-    for src, dst, net in [("box", "web", "front@lab2"), ("peer", "web", "front@lab2"), ("web", "box", "back@lab2"),
-                          ("mid", "web", "front@lab2"), ("web", "mid", "shared@lab2")]:  # fmt: skip
+    for src, dst, net in [
+        ("box", "web", "front@lab2"),
+        ("peer", "web", "front@lab2"),
+        ("web", "box", "back@lab2"),
+        ("mid", "web", "front@lab2"),
+        ("web", "mid", "shared@lab2"),
+    ]:
         assert got[(src, dst, net)] == ("isolated", "ok"), (src, dst, net)
     assert got[("lab3", "web", "32773/tcp")] == ("reach", "ok")
     assert got[("lab3", "web", "32775/tcp")] == ("isolated", "ok")  # bound to 127.0.0.1 on lab2
@@ -202,32 +210,39 @@ def test_a_published_port_with_nothing_behind_it_fails_verify(lab: Lab, tmp_path
 
 
 def test_an_accept_in_docker_user_breaks_isolation_and_verify_names_the_pairs(lab: Lab) -> None:
+    # between back and shared, whose containers publish nothing (Docker 28 keeps dropping routed access
+    # to a container that publishes ports, such as web, whatever DOCKER-USER accepts: seen on forky)
     bridge = {
         n: lab.sh("lab2", f"echo br-$(docker network inspect -f '{{{{slice .Id 0 12}}}}' {n})")
-        for n in ("front", "back")
+        for n in ("back", "shared")
     }
     rules = [
-        f"-i {bridge['front']} -o {bridge['back']} -j ACCEPT",
-        f"-i {bridge['back']} -o {bridge['front']} -j ACCEPT",
+        f"-i {bridge['back']} -o {bridge['shared']} -j ACCEPT",
+        f"-i {bridge['shared']} -o {bridge['back']} -j ACCEPT",
     ]
     for r in rules:
         lab.sh("lab2", f"iptables -I DOCKER-USER {r}")
     try:
         # the rules do break isolation (so what follows tests verify, not iptables)
-        web = lab.sh("lab2", "docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' web")
-        lab.sh("lab2", f"docker exec box ping -c 1 -W 2 {web} >/dev/null")
+        mid = lab.sh("lab2", "docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' mid")
+        lab.sh("lab2", f"docker exec box ping -c 1 -W 2 {mid} >/dev/null")
         rc, report, _, _ = verify(lab.inventory)
         task = check_result(report)
         assert rc == 1, task["message"]
         got = pairs(task)
-        for src, dst, net in [("box", "web", "front@lab2"), ("web", "box", "back@lab2"), ("web", "peer", "back@lab2")]:
+        broken = [
+            ("box", "mid", "shared@lab2"),
+            ("peer", "mid", "shared@lab2"),
+            ("mid", "box", "back@lab2"),
+            ("mid", "peer", "back@lab2"),
+        ]
+        for src, dst, net in broken:
             assert got[(src, dst, net)] == ("isolated", "isolation broken"), (src, dst, net)
-        assert got[("mid", "web", "front@lab2")] == ("isolated", "ok")  # shared's bridge is still kept apart
+        for src, dst, net in [("box", "web", "front@lab2"), ("web", "box", "back@lab2"), ("mid", "web", "front@lab2")]:
+            assert got[(src, dst, net)] == ("isolated", "ok"), (src, dst, net)  # front is still kept apart
         flat = " ".join(task["message"].split())
-        assert "box -> web" in flat and "isolation broken: it reached, but must not" in flat
-        assert f"DOCKER-USER on lab2 accepts traffic before Docker's isolation: -A DOCKER-USER {rules[1]}" in flat or (
-            f"-A DOCKER-USER {rules[0]}" in flat
-        )
+        assert "box -> mid" in flat and "isolation broken: it reached, but must not" in flat
+        assert "DOCKER-USER on lab2 accepts traffic before Docker's isolation: -A DOCKER-USER -i br-" in flat
     finally:
         for r in rules:
             lab.sh("lab2", f"iptables -D DOCKER-USER {r}")
