@@ -396,6 +396,15 @@ def _vlan_base(parent: str) -> str | None:
 # ---- the module ---------------------------------------------------------------------------------------
 
 
+SWARM_MANAGER_CHECK = "docker info --format '{{.Swarm.ControlAvailable}}' | grep -qx true"
+CLUSTER_STORE_CHECK = "docker info --format '{{.ClusterStore}}' | grep -q ."
+
+
+def _needs(check: str, host: str, name: str, missing: str, fix: str) -> Run:
+    """A first step that stops the create, with the reason, when what it needs is still missing."""
+    return Run(check, what=f"{host}: cannot create overlay network {name}: {missing}", fix=fix)
+
+
 def store_not_running(inventory: Inventory, all_facts: Mapping[str, HostFacts]) -> str:
     """Which store containers the facts show stopped ('' when none is known to be down)."""
     if inventory.kv_store is None:
@@ -604,17 +613,33 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
             shown = f", slice {mine.range} ({mine.how})" if mine is not None else ""
             shim = _shim_changes(ctx, name, net, rng)
             if have is None:
+                # an overlay needs what an earlier task of the same run sets up (the swarm, the cluster
+                # store): plan shows the create with the check it starts with; apply, which looks again
+                # after those tasks, only keeps the check if they did not happen
+                before: list[Step] = []
+                notes: list[str] = []
                 if net.driver == "overlay" and swarm and not d.swarm_manager:
-                    raise TaskError(
-                        f"{ctx.host}: cannot create swarm overlay network {name}: this Docker is not a swarm manager",
-                        fix="run the swarm task first (the first docker host is the swarm's manager)",
+                    before.append(
+                        _needs(
+                            SWARM_MANAGER_CHECK,
+                            ctx.host,
+                            name,
+                            "this Docker is not a swarm manager",
+                            "run the swarm task first (the first docker host is the swarm's manager)",
+                        )
                     )
-                if net.driver == "overlay" and not d.cluster_store and d.swarm_state != "active":
-                    raise TaskError(
-                        f"{ctx.host}: cannot create overlay network {name}: this Docker has no cluster store "
-                        "and is not in a swarm",
-                        fix="run the docker_daemon task first (playbooks/overlay.yml does)",
+                    notes.append("needs this Docker to be the swarm's manager first (the swarm task makes it)")
+                elif net.driver == "overlay" and not swarm and not d.cluster_store:
+                    before.append(
+                        _needs(
+                            CLUSTER_STORE_CHECK,
+                            ctx.host,
+                            name,
+                            "this Docker has no cluster store",
+                            "run the docker_daemon task first (playbooks/overlay.yml does)",
+                        )
                     )
+                    notes.append("needs the cluster store in Docker first (the docker_daemon task sets it)")
                 # swarm networks show on workers only once a container there uses them
                 if net.driver == "overlay" and not swarm:
                     down = store_not_running(inv, all_facts)
@@ -629,7 +654,13 @@ class DockerNetworkModule(Module[DockerNetworkArgs]):
                     _lost_store_check(ctx.host, name, all_facts)
                 cmd = create_command(name, net, swarm, rng)
                 create = Run(cmd, what=f"could not create network {name}")
-                changes.append(Change(f"create network {name} ({net.driver}, {net.subnet}{shown})", steps=[create]))
+                changes.append(
+                    Change(
+                        f"create network {name} ({net.driver}, {net.subnet}{shown})",
+                        steps=[*before, create],
+                        notes=notes,
+                    )
+                )
                 changes.extend(shim)
                 continue
             diffs = drift(net, have, swarm, rng)

@@ -9,7 +9,7 @@ import pytest
 
 from provisioner.connection.fake import FakeConnection
 from provisioner.engine.executor import apply_change
-from provisioner.errors import TaskError
+from provisioner.errors import RemoteError, TaskError
 from provisioner.facts import (
     LINK_KINDS,
     MACVLAN_LINKS,
@@ -146,8 +146,15 @@ def test_network_seen_elsewhere_means_this_docker_lost_the_store() -> None:
 
 
 def test_overlay_needs_a_cluster_store() -> None:
-    with pytest.raises(TaskError, match="no cluster store"):
-        plan(docker_network.DockerNetworkModule(), facts("lab2"))
+    # plan shows the create behind a check of what it needs (set up by the daemon task earlier in the
+    # run); applied on a Docker still without a store, that check stops it with the reason
+    (c,) = changes(plan(docker_network.DockerNetworkModule(), facts("lab2")))
+    assert c.commands[0] == docker_network.CLUSTER_STORE_CHECK
+    assert c.notes == ["needs the cluster store in Docker first (the docker_daemon task sets it)"]
+    conn = FakeConnection("lab2").on("ClusterStore", rc=1)
+    with pytest.raises(RemoteError, match="cannot create overlay network ov_net1: this Docker has no cluster store"):
+        apply_change(ctx_for(conn, facts("lab2")), c)
+    assert len(conn.calls) == 1  # nothing was created
 
 
 # ---- every local kind: create commands, slices, drift per key, shims, preflight ----------------------
