@@ -31,6 +31,7 @@ import fcntl
 import functools
 import hashlib
 import hmac
+import logging
 import os
 import re
 import select
@@ -52,6 +53,11 @@ from provisioner.connection.base import ConnectionStats, ShellConnection, Stdin,
 from provisioner.errors import ConnectError, HostKeyError, RemoteError
 
 HostKeyPolicy = Literal["strict", "accept-new"]
+
+# paramiko logs what it also raises (a refused port forward while a store starts: "Secsh channel 5 open
+# FAILED"); with no handler, Python prints such warnings on stderr in the middle of the run's output.
+# Every failure reaches the operator as our own error, so its log goes nowhere unless a handler is set.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 # exit code reported for a command stopped by its timeout (the convention of coreutils' timeout)
 TIMEOUT_RC = 124
