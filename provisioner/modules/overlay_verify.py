@@ -10,8 +10,8 @@ worker pool), renders the host x host matrix and removes the probes whatever hap
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING
 
-from provisioner.checks import Expectation, Net, Probe, run_checks
 from provisioner.errors import TaskError
 from provisioner.inventory import Inventory
 from provisioner.modules.base import (
@@ -28,6 +28,10 @@ from provisioner.modules.base import (
 )
 from provisioner.modules.capabilities import overlay_mode
 from provisioner.modules.kv_store import backend_of, cluster_store_url, quorum_down
+
+if TYPE_CHECKING:
+    # the check engine is loaded when a check runs, not by a run that only plans this task
+    from provisioner.checks import Expectation, Probe
 
 PROBE_PREFIX = "prov-probe-"
 
@@ -68,12 +72,16 @@ def probe_ips(inventory: Inventory, networks: list[str], hosts: list[str]) -> di
 
 
 def probes(inventory: Inventory, networks: list[str], hosts: list[str]) -> list[Probe]:
+    from provisioner.checks import Net, Probe
+
     """One probe per host and network (network by network, so each host starts its probes in that order)."""
     ips = probe_ips(inventory, networks, hosts)
     return [Probe(h, h, probe_name(n, h), net=Net(n), ip=ips[h].get(n)) for n in networks for h in hosts]
 
 
 def expectations(networks: list[str], hosts: list[str]) -> list[Expectation]:
+    from provisioner.checks import Expectation, Net
+
     """Every docker host reaches every other over each overlay network (a global-scope network)."""
     return [
         Expectation(src, dst, Net(n), "ping", "reach", f"{src} and {dst} are docker hosts on overlay network {n}")
@@ -143,6 +151,8 @@ def _store_problem(ctx: ApplyContext) -> str | None:
 
 
 def run_verify(ctx: ApplyContext, networks: list[str], hosts: list[str]) -> CheckOutcome:
+    from provisioner.checks import run_checks
+
     inv = ctx.inventory
     swarm = overlay_mode(inv, ctx.all_facts).mode == "swarm"
     store = None if swarm else _store_problem(ctx)
