@@ -462,6 +462,10 @@ def graph(
     live: Annotated[
         bool, typer.Option("--live", help="draw what the hosts' facts say (contacts them, read-only) and mark drift")
     ] = False,
+    checks: Annotated[
+        Path | None,
+        typer.Option("--verify", help="colour links by the checks in this JSON report (verify --output json)"),
+    ] = None,
     forks: ForksOpt = 50,
 ) -> None:
     """The cluster as a picture: hosts, the store, networks, containers (--live) and the way out.
@@ -476,8 +480,9 @@ def graph(
         if out is not None:
             draw.output_format(out)
             draw.check_writable(out)
+        pairs = draw.read_check_pairs(checks) if checks is not None else None
         inv, _ = _load(inventory, None)
-        topo = build(inv, _gather_facts(inv, list(inv.hosts), forks) if live else None)
+        topo = build(inv, _gather_facts(inv, list(inv.hosts), forks) if live else None, pairs)
         err = _console(stderr=True)
         code = EXIT_FAILED if topo.unreachable else EXIT_OK
         if out is None:

@@ -13,6 +13,7 @@ import subprocess
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from provisioner.errors import ProvisionerError, UsageError
 from provisioner.topology import Edge, Node, Topology
@@ -105,11 +106,17 @@ def _dot_node(n: Node, indent: str) -> str:
     return f"{indent}{n.id} [{', '.join(attrs)}];"
 
 
+_CHECK_COLOR = {"reached": "#1b9e1b", "isolated": "#1565c0", "broken": "#cc0000"}
+
+
 def _dot_edge(e: Edge) -> str:
     style, color = _EDGE_STYLE[e.kind]
     if e.mark:
         color = _MARK_COLOR[e.mark]
         style = "dashed" if e.mark in ("missing", "unknown") else style
+    if e.check:
+        color = _CHECK_COLOR[e.check]
+        style = "dotted" if e.check == "isolated" else "bold"
     attrs = [f"style={style}", f"color={_dq(color)}"]
     if e.label:
         attrs.append(f"label={_dq(e.label)}")
@@ -173,7 +180,7 @@ def _mm_node(n: Node, indent: str) -> str:
 
 
 def _mm_edge(e: Edge) -> str:
-    dashed = e.kind in ("store", "swarm") or e.mark in ("missing", "unknown")
+    dashed = e.kind in ("store", "swarm") or e.mark in ("missing", "unknown") or e.check == "isolated"
     if e.kind in ("vxlan", "uplink", "attach"):
         arrow = "-.-" if dashed else ("===" if e.kind == "vxlan" else "---")
     else:
@@ -207,6 +214,9 @@ def to_mermaid(topo: Topology) -> str:
     for cls in [*_FILL, "missing", "extra", "different", "unknown"]:
         if cls in by_class:
             out.append(f"  class {','.join(by_class[cls])} {cls}")
+    for i, e in enumerate(topo.edges):  # link styles go by the edge's position in the file
+        if e.check:
+            out.append(f"  linkStyle {i} stroke:{_CHECK_COLOR[e.check]},stroke-width:3px")
     for box in topo.hosts:
         if box.mark == "unreachable":
             out.append(f"  style {box.id} stroke:{_MARK_COLOR['unreachable']},stroke-width:2px,stroke-dasharray:5 5")
@@ -214,6 +224,25 @@ def to_mermaid(topo: Topology) -> str:
 
 
 # --- rendering and writing ------------------------------------------------------------------------
+
+
+def read_check_pairs(path: Path) -> list[dict[str, Any]]:
+    """The checked pairs of a saved JSON report, for ``graph --verify``; UsageError when there are none."""
+    import json
+
+    from provisioner.topology import check_pairs
+
+    fix = f"    fix: save one with `provisioner verify -i INVENTORY --output json > {path}`"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UsageError(f"--verify {path}: cannot read it: {e.strerror or e}\n{fix}") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"--verify {path}: not a JSON report ({e})\n{fix}") from e
+    pairs = check_pairs(report) if isinstance(report, dict) else []
+    if not pairs:
+        raise UsageError(f"--verify {path}: the report holds no check results (no task has 'verify' data)\n{fix}")
+    return [dict(p) for p in pairs]
 
 
 def graphviz() -> str | None:

@@ -13,9 +13,9 @@ the same drawing, byte for byte.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from provisioner.errors import TaskError
 from provisioner.facts import ContainerFact, HostFacts, NetworkFact
@@ -24,6 +24,7 @@ from provisioner.inventory import Inventory, Network
 Mark = Literal["", "missing", "extra", "different", "unreachable", "unknown"]
 NodeKind = Literal["dockerd", "store", "interface", "network", "builtin", "container", "underlay"]
 EdgeKind = Literal["store", "swarm", "vxlan", "nat", "parent", "attach", "uplink", "publish"]
+Check = Literal["", "reached", "isolated", "broken"]  # what the last check found over an edge
 
 # Docker's own networks: never drift; "bridge" (docker0) and "docker_gwbridge" are the way out
 BUILTIN_NETWORKS = ("bridge", "docker_gwbridge", "host", "none", "ingress")
@@ -46,6 +47,12 @@ class Edge:
     kind: EdgeKind
     label: str = ""
     mark: Mark = ""
+    # what the edge joins, for colouring it by checks: a network and an endpoint on it (a host for
+    # VXLAN, a container for an attachment) on ``host``
+    network: str = ""
+    endpoint: str = ""
+    host: str = ""
+    check: Check = ""
 
 
 @dataclass
@@ -408,7 +415,7 @@ class _Builder:
             else:
                 mark, label = "missing", "VXLAN: MISSING here"
                 self.find(host, f"overlay network {name} missing (this Docker does not see it)", mark)
-        self.topo.edges.append(Edge(node_id("net", "", name), if_id, "vxlan", label, mark))
+        self.topo.edges.append(Edge(node_id("net", "", name), if_id, "vxlan", label, mark, name, host, host))
 
     def _local_network(
         self, box: HostBox, host: str, name: str, net: Network, if_id: str, facts: HostFacts | None, dead: Mark
@@ -529,7 +536,8 @@ class _Builder:
             target = local.get(n)
             if target is not None:
                 addr = c.addresses.get(n) if c is not None else None
-                self.topo.edges.append(Edge(nid, target, "attach", addr.ipv4 if addr is not None else "", mark))
+                label = addr.ipv4 if addr is not None else ""
+                self.topo.edges.append(Edge(nid, target, "attach", label, mark, n, name, host))
         for p in c.ports if c is not None else []:
             # published: the host's address and port forwarded (DNAT) to the container's port
             outside = f"{p.host_ip if p.host_ip not in ('', '0.0.0.0', '::') else '*'}:{p.host_port or '?'}"
@@ -537,7 +545,61 @@ class _Builder:
             self.topo.edges.append(Edge(if_id, nid, "publish", label, mark))
 
 
-def build(inventory: Inventory, live: Mapping[str, HostFacts | str] | None = None) -> Topology:
+def build(
+    inventory: Inventory,
+    live: Mapping[str, HostFacts | str] | None = None,
+    checks: Sequence[Mapping[str, Any]] | None = None,
+) -> Topology:
     """The inventory's topology; with ``live`` (host -> facts, or the error that kept them from being
-    gathered) what the hosts run, drift marked."""
-    return _Builder(inventory, live).build()
+    gathered) what the hosts run, drift marked; with ``checks`` (the pairs of a JSON report's ``verify``)
+    each VXLAN link and container attachment coloured by what the checks over it found."""
+    topo = _Builder(inventory, live).build()
+    if checks:
+        color_by_checks(topo, checks)
+    return topo
+
+
+_FAILED_VERDICTS = ("no reply", "isolation broken", "not run")
+
+
+def color_by_checks(topo: Topology, pairs: Sequence[Mapping[str, Any]]) -> None:
+    """Every VXLAN link (a host on an overlay) and container attachment that checks went over gets the
+    verdict: broken (with the first failure's cause) when any failed, else reached, else isolated (as
+    expected). Links no check used keep their look."""
+    out: list[Edge] = []
+    for e in topo.edges:
+        if e.kind not in ("vxlan", "attach") or not e.network:
+            out.append(e)
+            continue
+        mine = [
+            p
+            for p in pairs
+            if p.get("network") == e.network
+            and p.get("network_host") in (None, "", e.host)
+            and e.endpoint in (p.get("source"), p.get("destination"))
+        ]
+        failed = [p for p in mine if p.get("verdict") in _FAILED_VERDICTS]
+        if failed:
+            cause = str(failed[0].get("cause") or failed[0].get("verdict"))
+            out.append(replace(e, check="broken", label=f"{e.label + ': ' if e.label else ''}BROKEN: {cause}"))
+        elif any(p.get("expected") == "reach" and p.get("verdict") == "ok" for p in mine):
+            out.append(replace(e, check="reached"))
+        elif any(p.get("verdict") == "ok" for p in mine):
+            out.append(replace(e, check="isolated"))
+        else:
+            out.append(e)
+    topo.edges[:] = out
+    broken = sum(1 for e in out if e.check == "broken")
+    if broken:
+        topo.findings.append(f"checks: {broken} link(s) broken (red in the drawing)")
+
+
+def check_pairs(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every checked pair in a JSON report (``provisioner verify --output json``)."""
+    pairs: list[Mapping[str, Any]] = []
+    for h in (report.get("hosts") or {}).values():
+        for t in h.get("tasks") or []:
+            data = t.get("verify")
+            if isinstance(data, Mapping):
+                pairs.extend(p for p in data.get("pairs") or [] if isinstance(p, Mapping))
+    return pairs

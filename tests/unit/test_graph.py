@@ -416,3 +416,62 @@ def test_ipvlan_internal_and_live_slices(tmp_path: Path) -> None:
     assert mark == ""
     assert "range 198.18.53.96/27" in lines
     assert not [f for f in topo.findings if "iv" in f], topo.findings
+
+
+def _pair(src: str, dst: str, net: str, verdict: str, expected: str = "reach", cause: str = "") -> dict[str, object]:
+    return {
+        "kind": "ping",
+        "source": src,
+        "destination": dst,
+        "network": net,
+        "network_host": None,
+        "expected": expected,
+        "observed": "reached" if verdict == "ok" and expected == "reach" else "no reply",
+        "verdict": verdict,
+        "cause": cause or None,
+    }
+
+
+def test_checks_colour_the_links(inv: Inventory) -> None:
+    pairs = [
+        _pair("host1", "host2", "ov_net1", "ok"),
+        _pair("host2", "host1", "ov_net1", "no reply", cause="no reply from 198.18.51.254 over ov_net1"),
+    ]
+    topo = build(inv, checks=pairs)
+    vxlan = {e.dst: e for e in topo.edges if e.kind == "vxlan"}
+    # both hosts take part in the failed pair: both links are broken, the cause on them
+    for iface in (node_id("if", "host1", "eth0"), node_id("if", "host2", "ens3")):
+        assert vxlan[iface].check == "broken"
+        assert vxlan[iface].label == "VXLAN: BROKEN: no reply from 198.18.51.254 over ov_net1"
+    assert "checks: 2 link(s) broken (red in the drawing)" in topo.findings
+    dot = to_dot(topo)
+    assert 'color="#cc0000", label="VXLAN: BROKEN: no reply' in dot
+    assert "linkStyle" in to_mermaid(topo)
+
+    topo = build(inv, checks=[_pair("host1", "host2", "ov_net1", "ok"), _pair("host2", "host1", "ov_net1", "ok")])
+    assert {e.check for e in topo.edges if e.kind == "vxlan"} == {"reached"}
+    # a container pair expected isolated, and isolated: its attachment is drawn as isolated
+    live = live_facts()
+    topo = build(inv, live, checks=[_pair("web", "db", "net1", "ok", expected="isolated")])
+    attach = [e for e in topo.edges if e.kind == "attach" and e.network == "net1"]
+    assert [e.check for e in attach] == ["isolated"]
+
+
+def test_cli_verify_report_errors(tmp_path: Path) -> None:
+    (tmp_path / "cluster.yml").write_text(INVENTORY)
+    (tmp_path / "empty.json").write_text('{"ok": true, "hosts": {}}')
+    (tmp_path / "bad.json").write_text("{not json")
+    for name, says in [
+        ("missing.json", "cannot read it"),
+        ("bad.json", "not a JSON report"),
+        ("empty.json", "no check"),
+    ]:
+        res = _cli("graph", "-i", str(tmp_path / "cluster.yml"), "--verify", str(tmp_path / name))
+        assert res.returncode == 2, res.stderr
+        assert says in res.stderr and "verify -i INVENTORY --output json" in res.stderr
+        assert "Traceback" not in res.stderr
+    report = {"hosts": {"host1": {"tasks": [{"verify": {"pairs": [_pair("host1", "host2", "ov_net1", "ok")]}}]}}}
+    (tmp_path / "last.json").write_text(__import__("json").dumps(report))
+    res = _cli("graph", "-i", str(tmp_path / "cluster.yml"), "--verify", str(tmp_path / "last.json"))
+    assert res.returncode == 0, res.stderr
+    assert 'color="#1b9e1b"' in res.stdout  # the checked links, green
