@@ -83,17 +83,39 @@ class Topology:
 
 @dataclass(frozen=True)
 class WantedContainer:
-    """A container the inventory asks for. The inventory has no ``containers:`` section yet; when it
-    gets one, :func:`wanted_containers` fills these and live containers are compared against them."""
+    """A container the inventory's ``containers:`` section asks for."""
 
     name: str
     host: str
     image: str
     networks: tuple[str, ...]
+    addresses: tuple[tuple[str, str], ...] = ()  # (network, fixed IPv4 address)
+    ports: tuple[str, ...] = ()  # "-p" labels: "-p *:8080 -> 80/tcp"
+    network_mode: str = ""  # "host" or "none"
+
+
+def _publish_label(address: str | None, host_port: int | None, container_port: int, proto: str) -> str:
+    outside = f"{address if address not in (None, '', '0.0.0.0', '::') else '*'}:{host_port or '?'}"
+    return f"-p {outside} -> {container_port}/{proto}"
 
 
 def wanted_containers(inventory: Inventory) -> list[WantedContainer]:
-    return []
+    out = []
+    for name, c in inventory.containers.items():
+        if c.state != "present":
+            continue
+        out.append(
+            WantedContainer(
+                name,
+                c.host,
+                c.image,
+                tuple(c.networks),
+                tuple((n, str(a.ipv4_address)) for n, a in c.networks.items() if a.ipv4_address is not None),
+                tuple(_publish_label(p.address, p.host_port, p.container_port, p.proto) for p in c.ports),
+                c.network_mode or "",
+            )
+        )
+    return out
 
 
 def _enc(name: str) -> str:
@@ -317,7 +339,13 @@ class _Builder:
                 local[name] = self._local_network(box, host, name, net, if_id, facts, dead)
         if facts is not None:
             self._live_only_networks(box, host, if_id, facts, local)
-            self._containers(box, host, if_id, facts, local)
+        elif any(w.host == host and "bridge" in w.networks for w in wanted_containers(inv)):
+            # Docker's default bridge, drawn where the inventory puts a container on it
+            nid = node_id("net", host, "bridge")
+            box.nodes.append(Node(nid, "builtin", ("docker0 (default bridge)",), dead))
+            self._way_out(box, host, nid, "bridge", None, if_id, None, dead)
+            local["bridge"] = nid
+        self._containers(box, host, if_id, facts, local, dead)
 
     def _placed_on(self, name: str, net: Network) -> list[str]:
         """The hosts that get a local-scope network (``networks.<name>.hosts``, default docker.group)."""
@@ -499,14 +527,16 @@ class _Builder:
             self._way_out(box, host, nid, n.driver, n.options.get("parent"), if_id, facts, "", nat, n.subnets)
             local[n.name] = nid
 
-    def _containers(self, box: HostBox, host: str, if_id: str, facts: HostFacts, local: dict[str, str]) -> None:
+    def _containers(
+        self, box: HostBox, host: str, if_id: str, facts: HostFacts | None, local: dict[str, str], dead: Mark
+    ) -> None:
+        """Live containers (facts) against the inventory's; without facts, the inventory's as wanted."""
         store = _store_container(self.inv) if host in self.store_hosts and self.mode != "swarm" else None
         wanted = {w.name: w for w in wanted_containers(self.inv) if w.host == host}
-        have = {c.name: c for c in facts.docker.containers if PROBE_LABEL not in c.labels and c.name != store}
+        containers = facts.docker.containers if facts is not None else []
+        have = {c.name: c for c in containers if PROBE_LABEL not in c.labels and c.name != store}
         for name in sorted(set(wanted) | set(have)):
-            c = have.get(name)
-            w = wanted.get(name)
-            self._container(box, host, if_id, name, c, w, local)
+            self._container(box, host, if_id, name, have.get(name), wanted.get(name), local, facts is None, dead)
 
     def _container(
         self,
@@ -517,31 +547,50 @@ class _Builder:
         c: ContainerFact | None,
         w: WantedContainer | None,
         local: dict[str, str],
+        wanted_only: bool,
+        dead: Mark,
     ) -> None:
+        """One container: live (``c``) against wanted (``w``); ``wanted_only`` draws the inventory's."""
         nid = node_id("ctr", host, name)
-        mark: Mark = "missing" if c is None else ""
+        mark: Mark = dead if wanted_only else ("missing" if c is None else "")
+        why = ""
         image = c.image if c is not None else (w.image if w is not None else "")
         state = (c.status or ("running" if c.running else "stopped")) if c is not None else ""
         lines = [name, image, state]
-        nets = list(c.networks) if c is not None else list(w.networks if w is not None else ())
+        if c is not None:
+            nets = list(c.networks)
+        else:
+            nets = list(w.networks) if w is not None else []
+            if w is not None and w.network_mode:
+                nets = [w.network_mode]
         special = [n for n in nets if n in ("host", "none")]
         if special:
             lines.append(f"network {', '.join(special)}")
-        if w is not None and c is not None and sorted(w.networks) != sorted(c.networks):
-            mark = "different"
-            lines.append(f"networks {', '.join(c.networks) or 'none'}, wants {', '.join(w.networks)}")
-        self.find(host, f"container {name} {mark}", mark)
-        box.nodes.append(Node(nid, "container", _mark_lines([x for x in lines if x], mark), mark))
+        want_addr = dict(w.addresses) if w is not None else {}
+        have_addr = {n: a.ipv4 for n, a in c.addresses.items() if a.ipv4} if c is not None else {}
+        if w is not None and c is not None:
+            want_nets = [w.network_mode] if w.network_mode else list(w.networks)
+            if sorted(want_nets) != sorted(c.networks):
+                mark, why = "different", f"networks {', '.join(c.networks) or 'none'}, wants {', '.join(want_nets)}"
+            elif not c.running:
+                mark, why = "different", f"{c.status or 'not running'}, wants running"
+            else:
+                off = [n for n, a in want_addr.items() if n in have_addr and have_addr[n] != a]
+                if off:
+                    mark, why = "different", f"address on {off[0]} {have_addr[off[0]]}, wants {want_addr[off[0]]}"
+        self.find(host, f"container {name} {mark}{': ' + why if why else ''}", mark)
+        box.nodes.append(Node(nid, "container", _mark_lines([x for x in lines if x], mark, why), mark))
         for n in nets:
             target = local.get(n)
             if target is not None:
-                addr = c.addresses.get(n) if c is not None else None
-                label = addr.ipv4 if addr is not None else ""
+                label = have_addr.get(n) or want_addr.get(n, "")
                 self.topo.edges.append(Edge(nid, target, "attach", label, mark, n, name, host))
-        for p in c.ports if c is not None else []:
+        if c is not None:
             # published: the host's address and port forwarded (DNAT) to the container's port
-            outside = f"{p.host_ip if p.host_ip not in ('', '0.0.0.0', '::') else '*'}:{p.host_port or '?'}"
-            label = f"-p {outside} -> {p.container_port}/{p.proto}"
+            ports = [_publish_label(p.host_ip, p.host_port, p.container_port, p.proto) for p in c.ports]
+        else:
+            ports = list(w.ports) if w is not None else []
+        for label in ports:
             self.topo.edges.append(Edge(if_id, nid, "publish", label, mark))
 
 

@@ -475,3 +475,38 @@ def test_cli_verify_report_errors(tmp_path: Path) -> None:
     res = _cli("graph", "-i", str(tmp_path / "cluster.yml"), "--verify", str(tmp_path / "last.json"))
     assert res.returncode == 0, res.stderr
     assert 'color="#1b9e1b"' in res.stdout  # the checked links, green
+
+
+CONTAINERS = """\
+containers:
+  web:
+    host: host1
+    image: "nginx:1.25"
+    networks: {ov_net1: {}, net1: {ipv4_address: 198.18.52.10}}
+    ports: ["8080:80"]
+  db: {host: host2, image: "postgres:16", networks: [bridge]}
+"""
+
+
+def test_inventory_containers_drawn_and_compared(tmp_path: Path) -> None:
+    path = tmp_path / "apps.yml"
+    path.write_text(INVENTORY + CONTAINERS)
+    inv = load_inventory(path)
+    topo = build(inv)  # wanted: the containers, their fixed address, the published port, docker0 on host2
+    web, db = node_id("ctr", "host1", "web"), node_id("ctr", "host2", "db")
+    assert {(e.dst, e.label) for e in topo.edges if e.src == web} == {
+        (node_id("net", "", "ov_net1"), ""),
+        (node_id("net", "host1", "net1"), "198.18.52.10"),
+    }
+    assert [(e.src, e.label) for e in topo.edges if e.dst == web] == [
+        (node_id("if", "host1", "eth0"), "-p *:8080 -> 80/tcp")
+    ]
+    assert [e.dst for e in topo.edges if e.src == db] == [node_id("net", "host2", "bridge")]
+    assert _node(topo, node_id("net", "host2", "bridge"))[1] == ("docker0 (default bridge)",)
+    assert not topo.findings
+    # live: web runs with another address on net1 (different), db is not there (missing)
+    topo = build(inv, live_facts())
+    assert _node(topo, web)[0] == "different"
+    assert _node(topo, db)[0] == "missing"
+    assert "host1: container web different: address on net1 198.18.54.2, wants 198.18.52.10" in topo.findings
+    assert "host2: container db missing" in topo.findings
