@@ -54,8 +54,8 @@ def host_info(inventory: Inventory, facts: Mapping[str, HostFacts]) -> dict[str,
 
 def executor_facts(executor: object) -> dict[str, HostFacts]:
     """The facts an Executor gathered during its run (its per-host state has them)."""
-    states = getattr(executor, "_hosts", {})
-    return {h: s.facts for h, s in states.items() if getattr(s, "facts", None) is not None}
+    gathered = getattr(executor, "gathered_facts", None)
+    return dict(gathered()) if callable(gathered) else {}
 
 
 def topology_drawing(inventory: Inventory) -> tuple[str | None, str]:
@@ -99,7 +99,7 @@ td.FAIL small{display:block;font-weight:400;font-size:11px;max-width:220px}
 .tl span{display:block;height:100%;overflow:hidden;white-space:nowrap;font-size:11px;line-height:20px;padding:0 2px;
 border-right:1px solid #fff;box-sizing:border-box}
 .tl .ok{background:#a5d6a7}.tl .changed{background:#ffcc80}.tl .failed{background:#ef9a9a}
-.tl .skipped{background:#b2ebf2}.tl .unreachable{background:#ef9a9a}
+.tl .skipped{background:#b2ebf2}.tl .unreachable{background:#ef9a9a}.tl .gap{background:transparent;padding:0}
 .topo svg{max-width:100%;height:auto}
 .muted{color:#666}
 """
@@ -241,8 +241,15 @@ def _timeline(tasks: list[Mapping[str, Any]], longest: float) -> str:
     if not tasks or longest <= 0:
         return '<div class="muted">no task ran</div>'
     spans = []
+    cursor = 0.0
     for t in tasks:
         d = float(t.get("duration") or 0.0)
+        start = t.get("started")
+        if isinstance(start, (int, float)) and start > cursor:
+            # the host waited (for the other hosts of a task, a rolling restart, the lock): a gap
+            spans.append(f'<span class="gap" style="width:{100.0 * (start - cursor) / longest:.2f}%"></span>')
+            cursor = float(start)
+        cursor += d
         pct = max(0.3, 100.0 * d / longest)
         label = f"{t.get('task', '')} ({t.get('status', '')}, {d:.2f}s)"
         status = _e(t.get("status", ""))
@@ -355,11 +362,16 @@ def render(
     # --- timeline
     out.append("<h2>Timeline</h2>")
     out.append(
-        '<p class="muted">each task of a host as a bar as long as it took, laid end to end '
+        '<p class="muted">each task of a host as a bar as long as it took, placed where it started in the run '
         "(hover a bar for its name, status and duration)</p>"
     )
     longest = max(
-        (sum(float(t.get("duration") or 0) for t in h.get("tasks") or []) for h in per_host.values()), default=0.0
+        [float(report.get("duration") or 0)]
+        + [
+            max((float(t.get("started") or 0) + float(t.get("duration") or 0) for t in h.get("tasks") or []), default=0)
+            for h in per_host.values()
+        ]
+        + [sum(float(t.get("duration") or 0) for t in h.get("tasks") or []) for h in per_host.values()]
     )
     for name, h in per_host.items():
         tasks = list(h.get("tasks") or [])

@@ -141,6 +141,7 @@ class Executor:
         self._watch: dict[str, set[str]] = {}
         self._probes: dict[str, dict[str, str]] = {}
         self._fact_sections: dict[str, set[str]] = {}  # optional fact sections each host's tasks need
+        self._run_start = time.monotonic()  # reset when run() starts; task start times count from it
         self._view_epoch = 0  # report.changed when cluster-view tasks last refreshed their facts
         self._pool = ThreadPoolExecutor(max_workers=self.forks, thread_name_prefix="host")
         self.lock_spec = lock
@@ -252,13 +253,19 @@ class Executor:
     def _record(self, result: TaskResult) -> None:
         secrets = (*self._secrets, *(s for c in result.changes for s in c.secrets))
         result.message = redact(result.message, secrets)
+        if result.started is None:
+            result.started = max(0.0, time.monotonic() - self._run_start - result.duration)
         if result.data is not None:
             result.data = redact_data(result.data, secrets)
         self.report.host(result.host).results.append(result)
         self.events.host_result(result, self.check)
 
+    def gathered_facts(self) -> dict[str, HostFacts]:
+        """Every host's facts as this run last gathered them (for reports drawn after the run)."""
+        return {h: s.facts for h, s in self._hosts.items() if s.facts is not None}
+
     def run(self, playbook: Playbook) -> RunReport:
-        start = time.monotonic()
+        start = self._run_start = time.monotonic()
         try:
             self._register_watches(playbook.plays)
             hosts = list(dict.fromkeys(h for p in playbook.plays for h in p.hosts if self._in_limit(h)))

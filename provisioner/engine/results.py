@@ -57,6 +57,8 @@ class TaskResult:
     message: str = ""
     changes: list[Change] = field(default_factory=list)
     duration: float = 0.0
+    # seconds from the start of the run to the start of this task on this host (set when recorded)
+    started: float | None = None
     # the message is the result itself (e.g. the ping matrix): always shown, even when ok
     report: bool = False
     # a check's structured result (e.g. every pair of the ping matrix), the JSON report's "verify"
@@ -71,6 +73,7 @@ class TaskResult:
             "changed": self.status == "changed",
             "message": self.message,
             "duration": round(self.duration, 3),
+            "started": round(self.started, 3) if self.started is not None else None,
             "changes": [
                 {
                     "description": redact(c.description, c.secrets),

@@ -290,3 +290,15 @@ def test_verify_data_gives_the_grid_and_each_cause() -> None:
     assert ("FAIL", "c reached 198.18.52.3 over net1@lab2", "BROKEN") in cells
     assert ("iso", "", "isolated") in cells and ("ok", "", "ok") in cells
     assert "prov-probe-x: No such image: busybox" in page
+
+
+def test_the_timeline_places_each_task_where_it_started() -> None:
+    from provisioner.html_report import _timeline
+
+    tasks = [
+        {"task": "facts", "status": "ok", "duration": 1.0, "started": 0.0},
+        {"task": "restart", "status": "changed", "duration": 2.0, "started": 5.0},  # waited 4 s (rolling)
+    ]
+    html = _timeline(tasks, 10.0)
+    assert '<span class="gap" style="width:40.00%"></span>' in html  # the 4 s the host waited
+    assert html.index(">facts<") < html.index('class="gap"') < html.index(">restart<")
