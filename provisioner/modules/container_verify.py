@@ -219,6 +219,7 @@ class LiveHost:
     chains: list[str] | None = None  # DOCKER* chains of the filter table; None: not read
     masquerade: list[str] = field(default_factory=list)  # nat POSTROUTING MASQUERADE rules
     docker_user: list[str] = field(default_factory=list)  # DOCKER-USER rules other than the default RETURN
+    raw_accepts: list[str] = field(default_factory=list)  # ACCEPTs in raw PREROUTING (ahead of Docker 28's drops)
     listener: int | None = None  # the port of the NAT listener started here
     listener_error: str = ""
 
@@ -236,6 +237,7 @@ def discovery_script(names: Sequence[str], listener: str | None) -> str:
         f'echo "{_SECTION} masquerade"; iptables -t nat -S POSTROUTING 2>/dev/null | grep MASQUERADE',
         f'echo "{_SECTION} docker_user"; iptables -S DOCKER-USER 2>/dev/null | grep "^-A" '
         '| grep -v "^-A DOCKER-USER -j RETURN$"',
+        f'echo "{_SECTION} raw_accepts"; iptables -t raw -S PREROUTING 2>/dev/null | grep -e "-j ACCEPT"',
     ]
     if listener is not None:
         lines.append(f'echo "{_SECTION} listener"; ' + listener_script(listener))
@@ -324,6 +326,7 @@ def parse_discovery(stdout: str) -> LiveHost:
     live.chains = [c for c in chains if c != "end"] if "end" in chains and len(chains) > 1 else None
     live.masquerade = [r for r in parts.get("masquerade", "").splitlines() if r.strip()]
     live.docker_user = [r for r in parts.get("docker_user", "").splitlines() if r.strip()]
+    live.raw_accepts = [r for r in parts.get("raw_accepts", "").splitlines() if r.strip()]
     listener = parts.get("listener", "").split()
     if listener[:1] == ["ok"] and len(listener) > 1 and listener[1].isdigit():
         live.listener = int(listener[1])
@@ -415,9 +418,15 @@ def rule_set(host: str, facts: HostFacts | None, chains: Sequence[str] | None = 
         )  # fmt: skip
     if major is not None and major >= 28:
         name = (
-            f"Docker {version}: DOCKER-FORWARD + isolation chains (DOCKER-USER first), no direct routed access "
-            f"from other hosts; NAT by MASQUERADE; ports by {proxy_text}{settings}"
+            f"Docker {version}: DOCKER-FORWARD + isolation chains, and a container's address dropped in raw "
+            f"PREROUTING from any interface but its bridge (DOCKER-USER alone cannot open it); NAT by "
+            f"MASQUERADE; ports by {proxy_text}{settings}"
         )
+        iso = (
+            f"Docker {version} on {host} drops traffic between its networks (DOCKER-ISOLATION-STAGE-1/2, and "
+            "per container in raw PREROUTING)"
+        )
+        return RuleSet(name, "isolated", iso, "reach", nat_why, "reach", pub_why)
     else:
         name = (
             f"Docker {version}: bridges apart by DOCKER-ISOLATION-STAGE-1/2 (DOCKER-USER first); NAT by "
@@ -944,8 +953,11 @@ def likely_cause(inv: Inventory, o: Outcome, live: Mapping[str, LiveHost]) -> st
                     f"(apply the containers task, or docker network disconnect {e.via.name} {e.source} there)"
                 )
             rules = live[dst_host].docker_user if dst_host in live else []
+            raw = live[dst_host].raw_accepts if dst_host in live else []
             if rules:
-                return f"DOCKER-USER on {dst_host} accepts traffic before Docker's isolation: {rules[0]}"
+                return f"DOCKER-USER on {dst_host} accepts traffic before Docker's isolation: {rules[0]}" + (
+                    f"; and raw PREROUTING accepts before Docker 28's per-container drop: {raw[0]}" if raw else ""
+                )
             return ISOLATION_HINTS[0]
         drv = _driver(inv, e.via.name)
         if drv == "overlay":

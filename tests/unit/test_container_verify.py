@@ -675,6 +675,8 @@ def test_discovery_is_parsed_from_docker_inspect() -> None:
             "end",
             "@@CV@@ masquerade",
             "@@CV@@ docker_user",
+            "@@CV@@ raw_accepts",
+            "-A PREROUTING -i br-1234 -j ACCEPT",
             "@@CV@@ listener",
             "err Unable to find image 'probe' locally",
         ]
@@ -684,6 +686,7 @@ def test_discovery_is_parsed_from_docker_inspect() -> None:
     assert live.containers["web"].ports == {(80, "tcp"): [("127.0.0.1", 8080)]}
     assert live.subnets == {"net1": ["198.19.2.0/24"]} and live.interfaces == ["eth0", "lo"]
     assert live.cidrs == {"lo": ["127.0.0.0/8"], "eth0": ["198.18.0.0/24"]}
+    assert live.raw_accepts == ["-A PREROUTING -i br-1234 -j ACCEPT"]
     assert live.chains is None  # iptables printed nothing: not read
     assert live.listener is None and live.listener_error == "Unable to find image 'probe' locally"
 
