@@ -909,3 +909,11 @@ def test_an_unreachable_outside_host_leaves_nat_out_to_a_ping() -> None:
     assert data is not None
     assert {p["kind"] for p in data["pairs"] if p["network"] == "verify.outside"} == {"cout"}
     assert "lab1 (verify.outside) could not be read" in " ".join(out.split())
+
+
+def test_docker_28_names_its_per_container_drop_in_raw_prerouting() -> None:
+    r = rule_set("lab2", facts("lab2", server_version="28.5.2"))
+    assert r.isolation == "isolated"
+    assert "raw PREROUTING" in r.name and "DOCKER-USER alone cannot open it" in r.name
+    assert "per container in raw PREROUTING" in r.isolation_why
+    assert "raw" not in rule_set("lab2", facts("lab2", server_version="26.1.5")).name
