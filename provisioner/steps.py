@@ -95,6 +95,8 @@ class Run:
     fix: str = ""
     # exit codes that mean something specific: rc -> (message, fix)
     known: tuple[tuple[int, str, str], ...] = ()
+    # a progress line for the live display as the step starts ("restarting Docker")
+    progress: str = ""
 
     def render(self) -> str:
         text = masked(self.command)
@@ -163,6 +165,7 @@ class Wait:
     interval: float = 1.0
     what: str = ""  # the error's first words when the wait fails
     fix: str = ""
+    progress: str = ""
 
     def render(self) -> str:
         return f"wait up to {self.timeout:.0f} s until {self.label}: {self.command}"

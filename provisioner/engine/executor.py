@@ -623,6 +623,9 @@ def apply_change(ctx: ApplyContext, change: Change) -> None:
     state = StepState()
     try:
         for step in change.steps:
+            progress = getattr(step, "progress", "")
+            if progress:
+                ctx.log(progress)
             with trace.step(ctx.host, step.render()):
                 step.run(ctx, state)
     except BaseException as failure:

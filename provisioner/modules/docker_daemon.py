@@ -363,13 +363,19 @@ def restart_steps(
         else:
             steps.append(Put(op.path, op.after.encode()))
     steps += [
-        Run("systemctl daemon-reload && systemctl restart docker", timeout=180, what="could not restart Docker"),
+        Run(
+            "systemctl daemon-reload && systemctl restart docker",
+            timeout=180,
+            what="could not restart Docker",
+            progress="restarting Docker",
+        ),
         Wait(
             STATE_COMMAND,
             _judge(want),
             f"Docker is active with cluster store {want.store} and advertise {want.expect_advertise or want.advertise}",
             timeout=RESTART_TIMEOUT,
             what="Docker did not come back with the new configuration",
+            progress="waiting until Docker is back with its cluster store",
         ),
         Run(f"rm -f {q(PENDING_MARKER)}", what=f"could not remove {PENDING_MARKER}"),
     ]

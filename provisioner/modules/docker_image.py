@@ -110,6 +110,7 @@ def image_change(images: Mapping[str, str], image: str, archive: Path | None) ->
         pull = Run(
             f"docker pull {q(ref)}",
             timeout=900,
+            progress=f"pulling {ref}",
             what=f"could not pull {ref}",
             fix="check that the host reaches the registry, or give an image_archive (docker save) in the inventory",
         )
@@ -140,6 +141,7 @@ def load_step(info: ArchiveInfo, ref: str) -> Run:
         load_command(info, ref),
         stdin=info.path,
         timeout=900,
+        progress=f"uploading {info.path.name} ({info.size / 1e6:.1f} MB)",
         what=f"could not load {info.path.name} into Docker",
         fix="check free space in /var/tmp and /var/lib/docker on the host (df -h)",
         known=(

@@ -145,3 +145,13 @@ def test_a_command_a_step_does_not_show_is_caught(tmp_path: Path, monkeypatch: p
     (sent,) = [json.loads(line) for line in trace.read_text().splitlines() if '"cmd"' in line]
     assert sent["text"] not in sent["step"]  # the check above would fail such a module
     assert DROPIN  # (the builders' paths are the modules' real ones)
+
+
+def test_a_steps_progress_line_reaches_the_live_display() -> None:
+    from provisioner.steps import Run
+
+    said: list[str] = []
+    ctx = ctx_for(scripted("lab2"), facts("lab2"))
+    ctx.log = said.append
+    apply_change(ctx, Change("restart", steps=[Run("true", progress="restarting Docker"), Run("true")]))
+    assert said == ["restarting Docker"]
