@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from provisioner.engine.results import diff_kind
 from provisioner.errors import ProvisionerError, UsageError
 from provisioner.matrix_text import Grid, causes, parse
 
@@ -109,18 +110,13 @@ def _status(s: str) -> str:
     return f'<span class="s-{_e(s)}">{_e(s)}</span>'
 
 
+_DIFF_CLASS = {"file": "f", "add": "a", "del": "d", "hunk": "h", "": ""}
+
+
 def _diff(diff: str) -> str:
     out = []
     for line in diff.splitlines():
-        cls = ""
-        if line.startswith(("+++", "---")):
-            cls = "f"
-        elif line.startswith("+"):
-            cls = "a"
-        elif line.startswith("-"):
-            cls = "d"
-        elif line.startswith("@@"):
-            cls = "h"
+        cls = _DIFF_CLASS[diff_kind(line)]
         out.append(f'<span class="{cls}">{_e(line)}</span>' if cls else _e(line) + "\n")
     return "<pre>" + "".join(out) + "</pre>"
 

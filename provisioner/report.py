@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.text import Text
 
-from provisioner.engine.results import RunReport, TaskResult, redact, unified_diff
+from provisioner.engine.results import RunReport, TaskResult, diff_kind, redact, unified_diff
 from provisioner.modules.base import FLAGS
 
 if TYPE_CHECKING:
@@ -73,19 +73,13 @@ class LiveEvents:
             self.console.print(Text(f"    ... {host}: {message}", style="dim"))
 
 
+_DIFF_STYLE = {"file": "bold", "add": "green", "del": "red", "hunk": "cyan", "": ""}
+
+
 def render_diff(diff: str, indent: str = "") -> Text:
     out = Text()
     for line in diff.splitlines():
-        style = ""
-        if line.startswith(("+++", "---")):
-            style = "bold"
-        elif line.startswith("+"):
-            style = "green"
-        elif line.startswith("-"):
-            style = "red"
-        elif line.startswith("@@"):
-            style = "cyan"
-        out.append(indent + line + "\n", style=style)
+        out.append(indent + line + "\n", style=_DIFF_STYLE[diff_kind(line)])
     out.rstrip()
     return out
 

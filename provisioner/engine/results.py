@@ -30,6 +30,19 @@ def redact_data(value: Any, secrets: tuple[str, ...]) -> Any:
     return value
 
 
+def diff_kind(line: str) -> str:
+    """What one line of a unified diff is: 'file', 'add', 'del', 'hunk' or '' (context)."""
+    if line.startswith(("+++", "---")):
+        return "file"
+    if line.startswith("+"):
+        return "add"
+    if line.startswith("-"):
+        return "del"
+    if line.startswith("@@"):
+        return "hunk"
+    return ""
+
+
 def unified_diff(change: Change) -> str:
     """The unified diff of a file change ('' when the change is not about file content)."""
     if change.path is None or change.after is None:
